@@ -1,0 +1,262 @@
+"""
+LLaMA and GPT-2 in one file, with the size presets nanoLR trains.
+
+Module names are chosen so that layer groups are obvious and identical across both architectures:
+  embed, pos_embed (GPT only), blocks.{i}.attn_norm, blocks.{i}.attn.{q,k,v,o},
+  blocks.{i}.mlp_norm, blocks.{i}.mlp.{gate,up,down} (GPT has no gate), norm, head.
+GPT keeps q, k, v as separate matrices (mathematically the same as GPT-2's fused c_attn) so that
+every weight matrix is its own layerwise-LR group; export_hf.py fuses them back.
+
+python model.py <preset or config file>   prints the parameter count and a per-module table.
+"""
+import math
+import sys
+from dataclasses import dataclass, fields, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "llama"       # 'llama' (RMSNorm, RoPE, SwiGLU, untied) or 'gpt' (LayerNorm, learned positions, GELU, tied)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    ffn_hidden: int = 0       # MLP width; 0 means 4*n_embd for GPT and 8/3*n_embd rounded to 16 for LLaMA
+    vocab_size: int = 256
+    block_size: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 0.0     # 0 means 1e-6 for LLaMA (RMSNorm) and 1e-5 for GPT (LayerNorm)
+    init_std: float = 0.02
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.arch not in ("llama", "gpt"):
+            raise ValueError(f"model arch must be 'llama' or 'gpt', got {self.arch!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.ffn_hidden == 0:
+            self.ffn_hidden = 4 * self.n_embd if self.arch == "gpt" else 16 * math.ceil(8 * self.n_embd / 3 / 16)
+        if self.norm_eps == 0.0:
+            self.norm_eps = 1e-6 if self.arch == "llama" else 1e-5
+
+
+# Dimensions from specs/models.md. LLaMA presets use GPT-2 BPE (50257 padded to 50304); the paper's
+# T5 vocab (32128) can be set with vocab_size. Small presets are for CPUs and tests (byte tokens).
+PRESETS = {
+    "llama_60m": dict(arch="llama", n_layer=6, n_head=12, n_embd=768, ffn_hidden=1512, vocab_size=50304, block_size=1024),
+    "llama_135m": dict(arch="llama", n_layer=12, n_head=12, n_embd=768, ffn_hidden=2048, vocab_size=50304, block_size=1024),
+    "llama_350m": dict(arch="llama", n_layer=24, n_head=16, n_embd=1024, ffn_hidden=2736, vocab_size=50304, block_size=1024),
+    "llama_1b": dict(arch="llama", n_layer=24, n_head=32, n_embd=2048, ffn_hidden=5461, vocab_size=50304, block_size=1024),
+    "llama_3b": dict(arch="llama", n_layer=32, n_head=32, n_embd=2560, ffn_hidden=6848, vocab_size=50304, block_size=1024),
+    "llama_60m_galore": dict(arch="llama", n_layer=8, n_head=8, n_embd=512, ffn_hidden=1376, vocab_size=50304, block_size=256),
+    "gpt_nano": dict(arch="gpt", n_layer=12, n_head=12, n_embd=768, ffn_hidden=3072, vocab_size=50304, block_size=1024),
+    # CPU presets, byte-level vocab
+    "llama_tiny": dict(arch="llama", n_layer=4, n_head=4, n_embd=256, ffn_hidden=688, vocab_size=256, block_size=256),
+    "llama_nano": dict(arch="llama", n_layer=2, n_head=2, n_embd=64, ffn_hidden=176, vocab_size=256, block_size=64),
+    "gpt_tiny": dict(arch="gpt", n_layer=4, n_head=4, n_embd=256, ffn_hidden=1024, vocab_size=256, block_size=256),
+    "gpt_micro": dict(arch="gpt", n_layer=2, n_head=2, n_embd=64, ffn_hidden=256, vocab_size=256, block_size=64),
+}
+
+
+def config_from_preset(name, **overrides):
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def rope_tables(head_dim, length, theta):
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # rotate-half layout, as Hugging Face's LLaMA uses
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d = cfg.n_embd
+        self.n_head, self.rope, self.dropout = cfg.n_head, cfg.arch == "llama", cfg.dropout
+        self.q = nn.Linear(d, d, bias=False)
+        self.k = nn.Linear(d, d, bias=False)
+        self.v = nn.Linear(d, d, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, cos=None, sin=None):
+        B, T, C = x.shape
+        q, k, v = (proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        if self.rope:
+            q, k = apply_rope(q, cos[:T], sin[:T]), apply_rope(k, cos[:T], sin[:T])
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.o(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d, h = cfg.n_embd, cfg.ffn_hidden
+        self.swiglu = cfg.arch == "llama"
+        if self.swiglu:
+            self.gate = nn.Linear(d, h, bias=False)
+        self.up = nn.Linear(d, h, bias=False)
+        self.down = nn.Linear(h, d, bias=False)
+
+    def forward(self, x):
+        if self.swiglu:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(F.gelu(self.up(x)))
+
+
+def make_norm(cfg):
+    if cfg.arch == "llama":
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=False)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn_norm, self.attn = make_norm(cfg), Attention(cfg)
+        self.mlp_norm, self.mlp = make_norm(cfg), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos=None, sin=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        if cfg.arch == "gpt":
+            self.pos_embed = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.norm = make_norm(cfg)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.arch == "gpt":
+            self.head.weight = self.embed.weight  # tied: one matrix, counted once (as the embedding)
+        else:
+            cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        if cfg.arch == "gpt":  # GPT-2: residual output projections scaled down with depth
+            for name, p in self.named_parameters():
+                if name.endswith(("attn.o.weight", "mlp.down.weight")):
+                    nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size={self.cfg.block_size}")
+        x = self.embed(idx)
+        cos = sin = None
+        if self.cfg.arch == "gpt":
+            x = x + self.pos_embed(torch.arange(T, device=idx.device))
+        else:
+            cos, sin = self.rope_cos, self.rope_sin
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        logits = self.head(self.norm(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def num_params(self):
+        """(total, non_embedding); non-embedding excludes token and position embeddings and the head."""
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields a tied matrix once
+        excluded = {id(self.embed.weight), id(self.head.weight)}
+        if hasattr(self, "pos_embed"):
+            excluded.add(id(self.pos_embed.weight))
+        non_embedding = sum(p.numel() for p in self.parameters() if id(p) not in excluded)
+        return total, non_embedding
+
+    def flops_per_token(self):
+        """6N + 12·L·H·Q·T (PaLM appendix B); N counts matmul weights: every Linear, the head once,
+        no untied input embedding and no position embedding."""
+        c = self.cfg
+        n_matmul = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        return 6 * n_matmul + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def checkpoint_path(path):
+    """A run directory or a checkpoint file -> the checkpoint file, with a clear error if absent."""
+    import os
+    file = os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"no checkpoint at {file!r}: pass a run directory holding ckpt.pt or a .pt file written by train.py")
+    return file
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """The checkpoint dict written by train.py: model (state dict), model_config, strategy, iter_num,
+    config, rng, tokenizer."""
+    file = checkpoint_path(path)
+    try:
+        ckpt = torch.load(file, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{file!r} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise ValueError(f"{file!r} is not a nanoLR checkpoint (no 'model' and 'model_config' entries)")
+    return ckpt
+
+
+def model_from_checkpoint(path, device="cpu"):
+    """(model in eval mode on device, checkpoint dict)."""
+    ckpt = load_checkpoint(path, map_location=device)
+    model = Transformer(ModelConfig(**ckpt["model_config"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def param_table(model):
+    rows = [(name, tuple(p.shape), p.numel()) for name, p in model.named_parameters()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'module':<{width}}  {'shape':>14}  {'params':>12}"]
+    lines += [f"{n:<{width}}  {str(s):>14}  {c:>12,}" for n, s, c in rows]
+    return "\n".join(lines)
+
+
+def model_config_from_args(arg):
+    """A preset name, or a config file that sets `model` (a preset name) and optional overrides."""
+    if arg in PRESETS:
+        return config_from_preset(arg)
+    namespace = {}
+    with open(arg) as f:
+        exec(f.read(), namespace)
+    if "model" not in namespace:
+        raise SystemExit(f"{arg} sets no `model`; set model = one of: {', '.join(PRESETS)}")
+    names = {f.name for f in fields(ModelConfig)}
+    overrides = {k: namespace[k] for k in names if k in namespace and k != "arch"}
+    return config_from_preset(namespace["model"], **overrides)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(f"usage: python model.py <preset or config file>\npresets: {', '.join(PRESETS)}")
+    cfg = model_config_from_args(sys.argv[1])
+    with torch.device("meta"):  # counting needs no memory, even for 3B
+        model = Transformer(cfg)
+    total, non_embedding = model.num_params()
+    print(param_table(model))
+    print(asdict(cfg))
+    print(f"params total={total} non_embedding={non_embedding}")
