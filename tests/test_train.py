@@ -1,0 +1,207 @@
+"""train.py: config handling, a run that learns, exact resume, DDP equivalence, failure modes."""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT
+from data.shakespeare.prepare import write_split
+from model import load_checkpoint
+
+TINY = ["--model=llama_nano", "--block_size=32", "--batch_size=4", "--eval_tokens=512", "--dtype=float32",
+        "--log_interval=1", "--learning_rate=3e-3", "--warmup_iters=2"]
+
+
+@pytest.fixture(scope="module")
+def text_dataset(tmp_path_factory):
+    """A small byte-level dataset from Python's own argparse source (every machine has it)."""
+    directory = tmp_path_factory.mktemp("data") / "argparse_src"
+    write_split(open(argparse.__file__).read(), str(directory))
+    return str(directory)
+
+
+def run_train(args, check=True, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, env=env, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def losses(out_dir):
+    """iter -> train loss; a later line for the same iter (after a resume) replaces the earlier one."""
+    result = {}
+    for line in open(os.path.join(out_dir, "metrics.jsonl")):
+        rec = json.loads(line)
+        if "train_loss" in rec:
+            result[rec["iter"]] = rec["train_loss"]
+    return result
+
+
+# --- config -------------------------------------------------------------------------------------
+
+def test_no_arguments_is_the_embedded_default_spelled_out_in_configs_default():
+    assert train.parse_config([]) == train.parse_config([os.path.join(ROOT, "configs", "default.py")])
+
+
+def test_values_are_coerced_to_the_type_of_the_default():
+    cfg = train.parse_config(["--max_iters=1e5", "--learning_rate=1", "--wandb_log=true", "--compile=True", "--out_dir=x"])
+    assert cfg["max_iters"] == 100000 and isinstance(cfg["max_iters"], int)
+    assert cfg["learning_rate"] == 1.0 and isinstance(cfg["learning_rate"], float)
+    assert cfg["wandb_log"] is True and cfg["compile"] is True and cfg["out_dir"] == "x"
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--learning_rate=abc", "expected float"),
+    ("--max_iters=1.5", "expected int"),
+    ("--wandb_log=maybe", "expected bool"),
+    ("--learnin_rate=1e-3", "did you mean learning_rate"),
+    ("--max_iters", "has no value"),
+    ("nonexistent_config.py", "does not exist"),
+])
+def test_bad_overrides_fail_with_a_clear_message(arg, message):
+    with pytest.raises(SystemExit, match=message):
+        train.parse_config([arg])
+
+
+def test_config_file_with_unknown_or_mistyped_key(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import math\nlearning_rate = 1e-3 * math.sqrt(2)\nbatchsize = 8\n")
+    with pytest.raises(SystemExit, match="unknown config key 'batchsize'; did you mean batch_size"):
+        train.parse_config([str(bad)])
+    bad.write_text("max_iters = 'many'\n")
+    with pytest.raises(SystemExit, match="max_iters = 'many': expected int"):
+        train.parse_config([str(bad)])
+
+
+def test_config_files_apply_in_order_then_overrides(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("max_iters = 100\nbatch_size = 4\n")
+    b.write_text("max_iters = max_iters * 2\n")  # a file sees the values set before it
+    cfg = train.parse_config([str(a), str(b), "--batch_size=2"])
+    assert (cfg["max_iters"], cfg["batch_size"]) == (200, 2)
+
+
+def test_accumulation_must_divide_by_world_size():
+    c = argparse.Namespace(**{**train.DEFAULTS, "grad_accum": 3})
+    with pytest.raises(SystemExit, match="grad_accum=3 is not divisible by the world size 2"):
+        train.check_config(c, world_size=2)
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+def test_tiny_run_lowers_validation_loss(text_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--max_iters=60", "--eval_interval=30"])
+    val = [json.loads(l)["val_loss"] for l in open(os.path.join(out, "metrics.jsonl")) if "val_loss" in l]
+    assert len(val) == 3 and val[-1] < val[0] - 1.0
+    ckpt = load_checkpoint(out)
+    assert ckpt["iter_num"] == 60 and ckpt["tokenizer"] == "byte"
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    assert json.load(open(os.path.join(out, "config.json")))["max_iters"] == 60
+    rec = json.loads(open(os.path.join(out, "metrics.jsonl")).readline())
+    assert {"iter", "tokens", "train_loss", "val_loss", "lr", "tok_per_s", "mfu"} <= set(rec) and rec["mfu"] is None
+
+
+def test_resume_after_sigkill_gives_bitwise_identical_losses(text_dataset, tmp_path):
+    args = TINY + [f"--dataset={text_dataset}", "--max_iters=80", "--eval_interval=40", "--ckpt_every=10",
+                   "--model=llama_tiny", "--block_size=64", "--batch_size=8", "--dtype=float32"]
+    reference, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    run_train(args + [f"--out_dir={reference}"])
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "train.py", *args, f"--out_dir={killed}"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = os.path.join(killed, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and max(losses(killed) or {0: 0}) >= 25:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(losses(killed))
+    assert 25 <= killed_at < 79
+    assert load_checkpoint(killed)["iter_num"] <= killed_at
+
+    run_train(args + [f"--out_dir={killed}", "--init_from=resume"])
+    assert losses(killed) == losses(reference)  # every iteration, compared as exact floats
+    assert len(losses(reference)) == 80
+
+
+def test_ddp_two_processes_equal_one_process_with_twice_the_accumulation(text_dataset, tmp_path):
+    args = TINY + [f"--dataset={text_dataset}", "--max_iters=6", "--eval_interval=100", "--grad_accum=2"]
+    single, ddp = str(tmp_path / "single"), str(tmp_path / "ddp")
+    run_train(args + [f"--out_dir={single}"])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                           *args, f"--out_dir={ddp}"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_checkpoint(single)["model"], load_checkpoint(ddp)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_resume_with_another_model_config_names_the_fields(text_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=100"])
+    proc = run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--max_iters=4", "--init_from=resume",
+                             "--n_layer=3", "--block_size=16"], check=False)
+    assert proc.returncode != 0
+    assert "another model config" in proc.stderr and "n_layer (checkpoint 2, config 3)" in proc.stderr
+    assert "block_size" in proc.stderr and "Traceback" not in proc.stderr
+    assert load_checkpoint(out)["iter_num"] == 2  # untouched
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(text_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    proc = run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--max_iters=20", "--eval_interval=100",
+                             "--learning_rate=1e30", "--grad_clip=0", "--warmup_iters=0"], check=False)
+    assert proc.returncode != 0 and "training diverged" in proc.stderr and "Traceback" not in proc.stderr
+    ckpt = load_checkpoint(out)
+    assert ckpt["iter_num"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset=/nonexistent/dir"], "is not prepared"),
+    (["--strategy=adamw_typo"], "unknown strategy 'adamw_typo'; available: uniform, "),
+    (["--model=llama_7b"], "not a preset"),
+    (["--init_from=resume"], "cannot resume: no checkpoint"),
+    (["--learning_rate=-1"], "learning_rate"),
+])
+def test_bad_runs_exit_with_one_clear_message(text_dataset, tmp_path, args, message):
+    proc = run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={tmp_path / 'o'}"] + args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_out_dir_not_writable(text_dataset, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={blocker / 'run'}"], check=False)
+    assert proc.returncode != 0 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_save_interrupted_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    good = dict(model={"w": torch.ones(3)}, config={"max_iters": 1}, iter_num=5)
+    train.save_checkpoint(str(tmp_path), good)
+
+    def crash_midway(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(str(tmp_path), dict(good, iter_num=6))
+    monkeypatch.undo()
+    reloaded = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert reloaded["iter_num"] == 5 and torch.equal(reloaded["model"]["w"], torch.ones(3))
