@@ -58,9 +58,11 @@ n_embd = 0
 ffn_hidden = 0
 dropout = 0.0
 # strategy (optim.py) and its common hyperparameters
-strategy = "uniform"
+strategy = "llr"              # heavy-tail guided layerwise LRs; 'uniform' is the plain AdamW baseline
 learning_rate = 3e-3
-max_iters = 1200
+max_iters = 400
+llr_every = 20                # refit cadence and soft-switch length for a 400-step run (llr.py has the paper's)
+llr_ramp = 10
 warmup_frac = 0.1             # warmup length as a fraction of max_iters ...
 warmup_iters = -1             # ... unless this is >= 0
 min_lr_ratio = 0.1            # cosine floor as a fraction of the peak
@@ -78,8 +80,9 @@ dtype = "auto"                # 'auto' (bf16 on CUDA and on CPUs with bf16 instr
 compile = None                # None: on for CUDA, off for CPU
 peak_flops = 0.0              # bf16 dense peak per device for MFU; 0: from PEAK_TFLOPS by device name
 # -----------------------------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
-DEFAULTS.update(optim.hyperparameters())
+# every strategy's own hyperparameters (optim.py, llr.py) are config keys too; the values above win
+DEFAULTS = {**optim.hyperparameters(),
+            **{k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}}
 
 PEAK_TFLOPS = {"A100": 312, "H100 NVL": 835, "H100 PCIe": 756, "H100": 989, "H200": 989, "B200": 2250}
 
@@ -259,6 +262,8 @@ def train(cfg):
     if ddp:
         torch.distributed.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     master = rank == 0
+    torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
+    torch.backends.cudnn.allow_tf32 = True
     use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and (device_type == "cuda" or cpu_has_bf16()))
     ctx = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     use_compile = (device_type == "cuda") if c.compile is None else bool(c.compile)
@@ -347,8 +352,9 @@ def train(cfg):
         if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
             raise SystemExit(f"training diverged: non-finite weights at iter {it}; ckpt.pt in {c.out_dir} was left as it was. "
                              "Lower learning_rate or set grad_clip.")
+        strategy_state = strategy.state_dict()  # on every rank: sharded optimizer state (Muon) is gathered collectively
         if master:
-            save_checkpoint(c.out_dir, dict(model=raw_model.state_dict(), model_config=asdict(mcfg), strategy=strategy.state_dict(),
+            save_checkpoint(c.out_dir, dict(model=raw_model.state_dict(), model_config=asdict(mcfg), strategy=strategy_state,
                                             iter_num=it, best_val_loss=best_val, config=cfg, rng=rng_state(), tokenizer=data.tokenizer))
 
     val_tokens = data.tokens("val")
@@ -410,10 +416,11 @@ def train(cfg):
     if c.eval_zeroshot and master:
         from data.tokenizer import get_tokenizer
         from eval import zeroshot
-        results = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all", limit=c.eval_zeroshot_limit,
+        # the uncompiled model: zero-shot batches change length, a compiled one would keep recompiling
+        results = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all", limit=c.eval_zeroshot_limit or None,
                                     device=dev, ctx=ctx)
         metrics.write(json.dumps(dict(iter=c.max_iters, zeroshot=results)) + "\n")
-        print(f"zero-shot 7-task acc {results.get('avg7_acc')}")
+        print(f"zero-shot 7-task acc {100 * results['avg7']['acc']:.2f}")
     if master:
         metrics.close()
         if run is not None:

@@ -1,0 +1,160 @@
+"""
+Throughput benchmarks, each a ratio against a peer measured side by side in the same run.
+
+    python bench.py configs/llama_135m.py                    # train-step tok/s + MFU; fwd+bwd vs Hugging Face
+    python bench.py configs/llama_135m.py --compile=True     # the same, compiled on both sides
+    python bench.py configs/llama_135m_llr.py --llr          # LLR's extra wall time over uniform, same config and seed
+
+Config files and --key=value overrides are train.py's. Inputs are random tokens (no dataset
+needed); vocab_size 0 means the preset's. Absolute numbers mean something only on a GPU: the
+output names the device and the date.
+"""
+import datetime
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+
+import torch
+
+import optim
+import train
+from model import PRESETS, ModelConfig, Transformer
+
+
+def clock(device_type):
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def hf_model(cfg: ModelConfig):
+    """The same network in Hugging Face transformers (optional dependency, benchmark only)."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    if cfg.arch == "llama":
+        hc = transformers.LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, intermediate_size=cfg.ffn_hidden,
+                                      num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                                      max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps,
+                                      rope_theta=cfg.rope_theta, tie_word_embeddings=False, attn_implementation="sdpa")
+        return transformers.LlamaForCausalLM(hc)
+    hc = transformers.GPT2Config(vocab_size=cfg.vocab_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                                 n_positions=cfg.block_size, n_inner=cfg.ffn_hidden, activation_function="gelu",
+                                 attn_implementation="sdpa")
+    return transformers.GPT2LMHeadModel(hc)
+
+
+def time_steps(step, steps, warmup, device_type):
+    for _ in range(warmup):
+        step()
+    t0 = clock(device_type)
+    for _ in range(steps):
+        step()
+    return (clock(device_type) - t0) / steps
+
+
+def main(argv):
+    argv = list(argv)
+    mode_llr = "--llr" in argv
+    steps = next((int(a.split("=")[1]) for a in argv if a.startswith("--steps=")), 10)
+    argv = [a for a in argv if a != "--llr" and not a.startswith("--steps=")]
+    cfg = train.parse_config(argv)
+    c = type("C", (), cfg)
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
+    device_type = "cuda" if dev.startswith("cuda") else "cpu"
+    use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and (device_type == "cuda" or train.cpu_has_bf16()))
+    ctx = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    use_compile = (device_type == "cuda") if c.compile is None else bool(c.compile)
+    mcfg = train.model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
+    mcfg = replace(mcfg, vocab_size=c.vocab_size or PRESETS[c.model]["vocab_size"])
+    B, T = c.batch_size, c.block_size
+    x = torch.randint(0, mcfg.vocab_size, (B, T), device=dev)
+    name = torch.cuda.get_device_name() if device_type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"# {' '.join(['python bench.py'] + sys.argv[1:])}")
+    print(f"# {name}, {datetime.date.today()}, torch {torch.__version__}, {'bf16' if use_bf16 else 'fp32'}"
+          f"{', compiled' if use_compile else ''}, batch {B}x{T}")
+
+    torch.manual_seed(c.seed)
+    model = Transformer(mcfg).to(dev)
+    runner = torch.compile(model) if use_compile else model
+
+    def fwd_bwd(m, hf=False):
+        def run():
+            with ctx:
+                loss = m(input_ids=x, labels=x).loss if hf else m(x, x)[1]
+            loss.backward()
+        return run
+
+    if mode_llr:
+        return bench_llr(cfg, model, runner, fwd_bwd(runner), steps, device_type, B * T)
+
+    strategy = optim.build(c.strategy, model, cfg)
+
+    def train_step():
+        fwd_bwd(runner)()
+        strategy.step(0)
+        strategy.zero_grad()
+    dt = time_steps(train_step, steps, 3, device_type)
+    tok_s = B * T / dt
+    peak = train.peak_flops_of(device_type, c.peak_flops)
+    mfu = f", MFU {100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else ""
+    print(f"nanoLR {c.model} train step ({c.strategy}): {tok_s:,.0f} tok/s{mfu}")
+    ours = B * T / time_steps(fwd_bwd(runner), steps, 2, device_type)
+    hf = hf_model(mcfg)
+    if hf is None:
+        print("fwd+bwd: transformers is not installed; pip install transformers for the comparison")
+        return
+    hf = hf.to(dev)
+    hf_runner = torch.compile(hf) if use_compile else hf
+    theirs = B * T / time_steps(fwd_bwd(hf_runner, hf=True), steps, 2, device_type)
+    kind = "LlamaForCausalLM" if mcfg.arch == "llama" else "GPT2LMHeadModel"
+    print(f"fwd+bwd nanoLR {ours:,.0f} tok/s | transformers {kind} {theirs:,.0f} tok/s | ratio {ours / theirs:.2f}x")
+
+
+def bench_llr(cfg, model, runner, fwd_bwd, steps, device_type, tokens):
+    """Per-step cost of LLR vs uniform with identical model and config, plus the cost of one refit,
+    projected onto the config's schedule: refits at t = 1 and every llr_every while t <= llr_ratio·T."""
+    import llr
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    results = {}
+    for round_ in range(2):  # interleaved, so drift in clocks or temperature hits both alike
+        for name in ("uniform", "llr"):
+            model.load_state_dict(init)
+            strategy = optim.build(name, model, cfg)
+            it0 = 1 if name == "llr" else 0  # it = 1 is no refit step: time the per-step path here
+
+            def step():
+                fwd_bwd()
+                strategy.step(it0)
+                strategy.zero_grad()
+            if name == "llr":
+                strategy.step(0)  # the first refit
+                strategy.zero_grad()
+            results.setdefault(name, []).append(time_steps(step, steps, 2, device_type))
+            if name == "llr":
+                t0 = clock(device_type)
+                for _ in range(3):
+                    strategy.refit(2)
+                results.setdefault("refit", []).append((clock(device_type) - t0) / 3)
+    uni, per, refit = min(results["uniform"]), min(results["llr"]), min(results["refit"])
+    fb = time_steps(fwd_bwd, steps, 1, device_type)  # one more micro-batch of a step with accumulation
+    T, every, ratio = cfg["max_iters"], cfg["llr_every"], cfg["llr_ratio"]
+    n_refits = 1 + int(ratio * T) // every
+    print(f"step with one micro-batch: uniform {1e3 * uni:.1f} ms, llr {1e3 * per:.1f} ms ({100 * (per / uni - 1):+.2f}%), "
+          f"{tokens / uni:,.0f} tok/s | one refit ({len(llr.spectral.named_matrices(model))} matrices) {1e3 * refit:.1f} ms")
+    shown = set()
+    for world in (1, 8):  # one device, and the paper's 8 GPUs
+        accum = max(1, cfg["grad_accum"] // world)
+        if accum in shown:
+            continue
+        shown.add(accum)
+        step = uni + (accum - 1) * fb
+        refits = n_refits * refit / (T * step)
+        print(f"projected, {world} device(s), {accum} micro-batch(es) per step, {T} steps, {n_refits} refits "
+              f"(llr_every={every}, llr_ratio={ratio}): refits {100 * refits:+.2f}%, "
+              f"with the per-step difference {100 * (refits + (per - uni) / step):+.2f}%")
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,271 @@
+"""llr.py: the α → LR map, refit/ramp/freeze schedule, embedding rules, reduction to uniform, resume,
+DDP agreement, degenerate matrices, config errors, baselines."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import llr
+import optim
+from conftest import ROOT
+from model import Transformer, config_from_preset
+from test_train import TINY, run_train, text_dataset  # noqa: F401  (fixture)
+from optim import warmup_cosine
+
+
+def tiny_model(seed=0, preset="llama_nano"):
+    torch.manual_seed(seed)
+    return Transformer(config_from_preset(preset))
+
+
+def cfg(**kw):
+    base = dict(max_iters=100, learning_rate=1e-3, warmup_iters=10, llr_every=10, llr_ramp=3, llr_ratio=0.3,
+                llr_min_evals=8, grad_clip=0.0)
+    return optim.default_config(**{**base, **kw})
+
+
+def fake_alphas(monkeypatch, values):
+    """Replace the spectral fit with fixed α per group (a function of the refit count)."""
+    calls = []
+
+    def fit(self):
+        calls.append(1)
+        return {n: values(n, len(calls)) for n in self.names if self.kinds[n] != "norm"}
+    monkeypatch.setattr(llr.LLR, "fit", fit)
+    return calls
+
+
+def train_steps(strategy, model, steps, start=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for it in range(start, start + steps):
+        x = torch.randint(0, 256, (4, 16), generator=g)
+        _, loss = model(x, torch.roll(x, -1, 1))
+        loss.backward()
+        strategy.step(it)
+        strategy.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+# --- the map -------------------------------------------------------------------------------------
+
+def test_linear_map_spans_s1_to_s2_over_the_alpha_range():
+    peaks = llr.alpha_to_peak({"a": 2.0, "b": 3.0, "c": 6.0}, 1.0, 5.0)
+    assert peaks == pytest.approx({"a": 1.0, "b": 2.0, "c": 5.0})
+    assert llr.alpha_to_peak({"a": 4.0, "b": 4.0}, 1.0, 5.0) == {"a": 1.0, "b": 1.0}  # documented: s1, not s2
+
+
+def test_alternative_maps_follow_their_formulas():
+    a = {"x": 2.0, "y": 4.0, "z": 8.0}
+    sq = llr.alpha_to_peak(a, 1, 5, "sqrt")
+    assert sq["x"] == pytest.approx(3 * 2 ** 0.5 / (2 ** 0.5 + 2 + 8 ** 0.5))
+    lg = llr.alpha_to_peak(a, 1, 5, "log2")
+    assert lg["z"] == pytest.approx(3 * 3 / (1 + 2 + 3))
+    sg = llr.alpha_to_peak(a, 1, 5, "sigmoid")
+    z = (8 - 14 / 3) / torch.tensor([2.0, 4.0, 8.0]).std().item()
+    assert sg["z"] == pytest.approx(2 / (1 + torch.exp(torch.tensor(-4 * z)).item()))
+    assert sg["x"] < sg["y"] < sg["z"] < 2
+
+
+# --- schedule --------------------------------------------------------------------------------------
+
+def test_refits_at_1_and_every_k_then_frozen_peaks_follow_cosine(monkeypatch):
+    calls = fake_alphas(monkeypatch, lambda n, k: 2.0 + (hash(n) % 7) / 7 + 0.01 * k)
+    model = tiny_model()
+    s = optim.build("llr", model, cfg())
+    refit_iters = []
+    for it in range(100):
+        before = len(calls)
+        s.step(it)
+        if len(calls) > before:
+            refit_iters.append(it + 1)
+    assert refit_iters == [1, 10, 20, 30]  # t = 1 and every 10 while t <= 0.3 * 100
+    lam = warmup_cosine(100, 100, 10, 0.1)
+    for g in s.optimizer.param_groups:  # frozen: the last refit's peaks, times the schedule, to the end
+        assert g["lr"] == pytest.approx(1e-3 * s.peaks[g["name"]] * lam)
+    matrices = [g for g in s.optimizer.param_groups if g["kind"] not in ("norm", "embed", "head")]
+    assert len({round(s.peaks[g["name"]], 9) for g in matrices}) > 1  # never back to uniform
+
+
+def test_soft_switch_ramps_linearly_and_hard_switch_jumps(monkeypatch):
+    fake_alphas(monkeypatch, lambda n, k: 2.0 if "attn" in n else 4.0)
+    s = optim.build("llr", tiny_model(), cfg(llr_ramp=4))
+    lrs = []
+    for it in range(12):
+        s.step(it)
+        lrs.append(s.lrs()["blocks.0.mlp.up"])
+    peak = 5.0 * 1e-3  # mlp has the largest α: top of the range
+    target = peak * warmup_cosine(1 + 4, 100, 10, 0.1)
+    assert lrs[:5] == pytest.approx([target * k / 5 for k in range(1, 6)])  # from 0 at t = 0 to target at t = 5
+    assert lrs[5] == pytest.approx(peak * warmup_cosine(6, 100, 10, 0.1))  # then the schedule again
+    hard = optim.build("llr", tiny_model(), cfg(llr_ramp=0))
+    hard.step(0)
+    assert hard.lrs()["blocks.0.mlp.up"] == pytest.approx(peak * warmup_cosine(1, 100, 10, 0.1))
+    assert hard.lrs()["blocks.0.attn.q"] == pytest.approx(1e-3 * warmup_cosine(1, 100, 10, 0.1))
+
+
+@pytest.mark.parametrize("rule, embed_peak", [("max", 5.0), ("base", 1.0), ("fixed", 2.5), ("data", 1.0)])
+def test_embedding_and_head_rules(monkeypatch, rule, embed_peak):
+    # embedding gets the smallest α of all: only 'data' lets it through as is
+    fake_alphas(monkeypatch, lambda n, k: 1.5 if n in ("embed", "head") else (2.0 if "attn" in n else 4.0))
+    extra = dict(llr_embed_lr=2.5e-3) if rule == "fixed" else dict(llr_embed=rule)
+    s = optim.build("llr", tiny_model(), cfg(llr_ramp=0, **extra))
+    s.step(0)
+    assert s.peaks["embed"] == pytest.approx(embed_peak) and s.peaks["head"] == pytest.approx(embed_peak)
+    assert s.peaks["rest"] == 1.0
+    assert s.peaks["blocks.1.mlp.down"] == pytest.approx(5.0)
+
+
+def test_real_fit_on_gpt_counts_tied_matrix_once_as_embed():
+    s = optim.build("llr", tiny_model(preset="gpt_micro"), cfg(llr_ramp=0))
+    s.step(0)
+    assert "embed" in s.alphas and "head" not in s.alphas and s.peaks["embed"] == 5.0
+    assert all(1 < a < 20 for a in s.alphas.values())
+
+
+def test_with_s1_equal_s2_equal_1_llr_is_the_uniform_baseline():
+    # one refit at t = 1 whose ramp (from 0) lies on the warmup line: same LRs, same weights
+    c = cfg(llr_s1=1.0, llr_s2=1.0, llr_ratio=0.0, llr_ramp=3, fused=False)
+    m1, m2 = tiny_model(), tiny_model()
+    l1 = train_steps(optim.build("uniform", m1, c), m1, 30)
+    l2 = train_steps(optim.build("llr", m2, c), m2, 30)
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    for (n, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_weight_decay_coupling_is_switchable(monkeypatch):
+    fake_alphas(monkeypatch, lambda n, k: 2.0 if "attn" in n else 4.0)
+    for follows in (True, False):
+        s = optim.build("llr", tiny_model(), cfg(llr_ramp=0, wd_follows_lr=follows, weight_decay=0.1))
+        s.step(0)   # the refit at t = 1
+        s.step(20)
+        g = {g["name"]: g for g in s.optimizer.param_groups}["blocks.0.mlp.up"]
+        decay_per_step = g["lr"] * g["weight_decay"]
+        lam = warmup_cosine(21, 100, 10, 0.1)
+        assert decay_per_step == pytest.approx((5.0 if follows else 1.0) * 1e-3 * lam * 0.1)
+
+
+def test_degenerate_matrix_keeps_its_previous_lr_and_warns_once(capsys):
+    model = tiny_model()
+    s = optim.build("llr", model, cfg(llr_ramp=0))
+    train_steps(s, model, 9)
+    before = s.peaks["blocks.1.attn.v"]
+    for start in (9, 19):  # zeroed right before the refits at t = 10 and t = 20
+        with torch.no_grad():
+            model.blocks[1].attn.v.weight.zero_()
+        train_steps(s, model, 1, start=start)
+        assert s.peaks["blocks.1.attn.v"] == before and "blocks.1.attn.v" not in s.alphas
+        assert len(s.alphas) == 2 + 2 * 7 - 1  # every other matrix was refitted
+        train_steps(s, model, 9, start=start + 1)
+    assert capsys.readouterr().out.count("blocks.1.attn.v not refitted") == 1
+
+
+def test_state_dict_round_trip_continues_identically():
+    c = cfg(llr_ramp=5)
+    ref_model = tiny_model()
+    ref = optim.build("llr", ref_model, c)
+    ref_losses = train_steps(ref, ref_model, 26)
+    model = tiny_model()
+    s = optim.build("llr", model, c)
+    first = train_steps(s, model, 12)  # stop inside the ramp of the refit at t = 10
+    state, weights = s.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
+    model2 = tiny_model(seed=1)
+    model2.load_state_dict(weights)
+    s2 = optim.build("llr", model2, c)
+    s2.load_state_dict(state)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        torch.randint(0, 256, (4, 16), generator=g)  # skip the batches already seen
+    rest = []
+    for it in range(12, 26):
+        x = torch.randint(0, 256, (4, 16), generator=g)
+        _, loss = model2(x, torch.roll(x, -1, 1))
+        loss.backward()
+        s2.step(it)
+        s2.zero_grad()
+        rest.append(loss.item())
+    assert first + rest == ref_losses
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("llr_s1", 6.0, "llr_s1 must be in (0, llr_s2]"),
+    ("llr_every", 0, "llr_every must be > 0"),
+    ("llr_ratio", 1.5, "llr_ratio must be in [0, 1]"),
+    ("llr_map", "cubic", "unknown llr_map 'cubic'"),
+    ("llr_method", "mle", "unknown llr_method 'mle'"),
+    ("llr_metric", "alpha_hat", "unknown llr_metric 'alpha_hat'"),
+    ("llr_embed", "top", "unknown llr_embed 'top'"),
+])
+def test_bad_llr_config_fails_before_training(key, value, message):
+    with pytest.raises(optim.ConfigError, match=message.replace("(", r"\(").replace("[", r"\[").replace("]", r"\]")):
+        optim.build("llr", tiny_model(), cfg(**{key: value}))
+
+
+def test_muon_refuses_a_non_matrix_group():
+    import muon
+    groups = optim.param_groups(tiny_model())
+    groups[-1]["use_muon"] = True  # the rest group: norm gains
+    with pytest.raises(ValueError, match="Muon needs matrices"):
+        muon.MuonAdamW(groups)
+
+
+def test_baselines_multipliers():
+    up = optim.build("uniform_upbound", tiny_model(), cfg(llr_s2=5.0, warmup_iters=0))
+    up.step(0)
+    lam = warmup_cosine(1, 100, 0, 0.1)
+    assert all(lr == pytest.approx(5e-3 * lam) for lr in up.lrs().values())
+    bw = optim.build("blockwise", tiny_model(), cfg(warmup_iters=0))
+    bw.step(0)
+    lrs = bw.lrs()
+    assert (lrs["blocks.0.attn.q"], lrs["blocks.0.attn.v"], lrs["blocks.0.mlp.up"], lrs["embed"], lrs["rest"]) == \
+        pytest.approx((8e-3 * lam, 4e-3 * lam, 6e-3 * lam, 1e-2 * lam, 1e-3 * lam))
+
+
+def test_llr_muon_puts_hidden_matrices_on_muon_with_llr_multipliers(monkeypatch):
+    fake_alphas(monkeypatch, lambda n, k: 2.0 if "attn" in n else 4.0)
+    model = tiny_model()
+    s = optim.build("llr_muon", model, cfg(llr_ramp=0, muon_lr=0.02, warmup_iters=0))
+    x = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for it in range(15):  # one batch, memorised
+        _, loss = model(x, torch.roll(x, -1, 1))
+        loss.backward()
+        s.step(it)
+        s.zero_grad()
+        losses.append(loss.item())
+    groups = {g["name"]: g for g in s.optimizer.param_groups}
+    assert groups["blocks.0.mlp.up"]["use_muon"] and not groups["embed"]["use_muon"] and not groups["rest"]["use_muon"]
+    lam = warmup_cosine(15, 100, 0, 0.1)
+    assert groups["blocks.0.mlp.up"]["lr"] == pytest.approx(0.02 * 5.0 * lam)  # muon_lr × top multiplier
+    assert groups["blocks.0.attn.q"]["lr"] == pytest.approx(0.02 * 1.0 * lam)
+    assert groups["embed"]["lr"] == pytest.approx(1e-3 * 5.0 * lam)          # AdamW side at learning_rate × s2
+    assert losses[-1] < losses[0] - 1.0
+
+
+# --- end to end through train.py ---------------------------------------------------------------------
+
+def refit_records(out):
+    return [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"alpha"' in l]
+
+
+def test_ddp_ranks_apply_the_same_lrs_as_one_process(text_dataset, tmp_path):  # noqa: F811
+    args = TINY + [f"--dataset={text_dataset}", "--max_iters=12", "--eval_interval=100", "--grad_accum=2",
+                   "--strategy=llr", "--llr_every=5", "--llr_ratio=1.0", "--llr_ramp=2", "--llr_min_evals=8"]
+    single, ddp = str(tmp_path / "single"), str(tmp_path / "ddp")
+    run_train(args + [f"--out_dir={single}"])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                           *args, f"--out_dir={ddp}"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = refit_records(single), refit_records(ddp)
+    assert [r["refit_iter"] for r in a] == [0, 4, 9] == [r["refit_iter"] for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["lrs"].keys() == rb["lrs"].keys() and len(ra["alpha"]) == 2 + 2 * 7
+        for k in ra["lrs"]:
+            assert ra["lrs"][k] == pytest.approx(rb["lrs"][k], rel=1e-6)
+            assert ra["alpha"].get(k) == pytest.approx(rb["alpha"].get(k), rel=1e-6)
