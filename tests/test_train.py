@@ -205,3 +205,11 @@ def test_a_save_interrupted_midway_leaves_the_previous_checkpoint(tmp_path, monk
     monkeypatch.undo()
     reloaded = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert reloaded["iter_num"] == 5 and torch.equal(reloaded["model"]["w"], torch.ones(3))
+
+
+def test_logged_lr_is_the_lr_of_that_iterations_update(text_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=100",
+                      "--strategy=uniform", "--warmup_iters=4"])
+    lrs = [json.loads(l)["lr"] for l in open(os.path.join(out, "metrics.jsonl")) if '"lr"' in l]
+    assert lrs == pytest.approx([3e-3 * t / 4 for t in (1, 2, 3, 4)])  # linear warmup t/W for updates t = 1..4
