@@ -3,7 +3,9 @@ Learning-rate strategies. Each is a plain class with one interface (see Strategy
 
     strategy = optim.build(name, model, config)
     strategy.step(it, loss=None, closure=None)   # sets every group's LR for update it+1, then updates
-    strategy.zero_grad(); strategy.state_dict(); strategy.load_state_dict(sd); strategy.lrs()
+    strategy.zero_grad(); strategy.state_dict(); strategy.load_state_dict(sd)
+    strategy.lrs()          # group name -> LR of the last update, for logs
+    strategy.log_record()   # extra fields for the metrics line (LLR: alphas and LRs after a refit)
 
 `it` is the 0-based index of the update about to be made. Schedules are torch lr_schedulers (or
 pure functions of the step count) whose state is in state_dict(), so a resumed run continues exactly.
@@ -212,6 +214,10 @@ class Strategy:
     def lrs(self):
         """group name -> LR of the last update (for logs)."""
         return getattr(self, "applied", None) or self.group_lrs()
+
+    def log_record(self):
+        """Extra fields for this step's metrics line (LLR: per-kind LRs, alphas after a refit)."""
+        return {}
 
     def extra_state(self):
         """Strategy state outside optimizer and scheduler (filters, phase detectors)."""

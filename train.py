@@ -327,7 +327,9 @@ def train(cfg):
 
     def micro_batches(it):
         """This rank's micro-batches of iteration it: global micro-steps rank*accum ... (rank+1)*accum-1."""
-        return [tuple(t.to(dev, non_blocking=True) for t in data.batch("train", c.seed, it, rank * accum + m, c.batch_size, c.block_size))
+        pin = device_type == "cuda"  # pinned host memory makes the copy asynchronous
+        return [tuple((t.pin_memory() if pin else t).to(dev, non_blocking=True)
+                      for t in data.batch("train", c.seed, it, rank * accum + m, c.batch_size, c.block_size))
                 for m in range(accum)]
 
     def forward_backward(batches):
@@ -403,7 +405,7 @@ def train(cfg):
             lrs = strategy.lrs()
             record.update(iter=it, tokens=(it + 1) * tokens_per_iter, train_loss=train_loss, lr=max(lrs.values()),
                           tok_per_s=tok_per_s, mfu=flops_per_token * tok_per_s / (peak * world_size) if peak else None)
-            record.update(getattr(strategy, "log_record", lambda: {})())  # e.g. LLR's per-group alpha and LR at refits
+            record.update(strategy.log_record())  # e.g. LLR's per-group alpha and LR at refits
             if master:
                 extra = f" | val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
                 mfu = f" | mfu {100 * record['mfu']:.1f}%" if record["mfu"] is not None else ""
