@@ -12,8 +12,8 @@ output names the device and the date.
 import datetime
 import sys
 import time
+import types
 from contextlib import nullcontext
-from dataclasses import replace
 
 import torch
 
@@ -61,14 +61,13 @@ def main(argv):
     steps = next((int(a.split("=")[1]) for a in argv if a.startswith("--steps=")), 10)
     argv = [a for a in argv if a != "--llr" and not a.startswith("--steps=")]
     cfg = train.parse_config(argv)
-    c = type("C", (), cfg)
+    c = types.SimpleNamespace(**cfg)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
     device_type = "cuda" if dev.startswith("cuda") else "cpu"
     use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and (device_type == "cuda" or train.cpu_has_bf16()))
     ctx = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     use_compile = (device_type == "cuda") if c.compile is None else bool(c.compile)
     mcfg = train.model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
-    mcfg = replace(mcfg, vocab_size=c.vocab_size or PRESETS[c.model]["vocab_size"])
     B, T = c.batch_size, c.block_size
     x = torch.randint(0, mcfg.vocab_size, (B, T), device=dev)
     name = torch.cuda.get_device_name() if device_type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
