@@ -59,9 +59,8 @@ def _stack_eigvals(mats, route):
     matrices only to ~1e-7·λ_max. 'gram64': the same in fp64. 'svd'/'svd64': squared svdvals in fp32/fp64
     (weightwatcher's GPU/CPU numbers). 'gesvda': cuSOLVER's batched SVD, ~4x faster than eigvalsh on an
     H100, top half to ~1e-7; a stack it rejects (ill-conditioned, non-finite) takes the 'gram' route."""
-    if route == "auto":  # very tall matrices (embeddings): a Gram matrix is cheaper than gesvda there too
-        tall = mats[0].shape[0] >= 8 * mats[0].shape[1]
-        route = "gesvda" if mats[0].device.type == "cuda" and not tall else "gram"
+    if route == "auto":
+        route = _auto_route(mats[0].device, *mats[0].shape)
     if route == "gesvda":  # cuSOLVER's batched SVD via the Gram matrix: ~5x faster than eigvalsh on a GPU
         try:
             with warnings.catch_warnings():
@@ -89,6 +88,11 @@ def _stack_eigvals(mats, route):
         lam = torch.linalg.svdvals(stack).flip(-1) ** 2
     lam = torch.where(finite[:, None], lam, torch.full_like(lam, float("nan")))
     return lam.clamp_(min=0)
+
+
+def _auto_route(device, rows, cols):
+    """gesvda on CUDA, except very tall matrices (embeddings), where a Gram matrix is cheaper; gram elsewhere."""
+    return "gesvda" if torch.device(device).type == "cuda" and rows < 8 * cols else "gram"
 
 
 def _gram(w, splits=4):
@@ -156,9 +160,10 @@ def _ks_distance(logs, cand, alpha, col0=0):
 
 
 def _fit_batch(lam, method="median", xmin_pos=2, filter_zeros=True, thresh=EVALS_THRESH, k_term=False,
-               reference=False, block=1 << 19):
+               reference=False, block=None):
     """lam: (B, N) ascending eigenvalues. Returns a dict of (B,) float64 tensors (alpha, D, xmin, xmax,
-    sigma, num_pl_spikes, n_fit) plus 'bad' (B,) bool for rows whose fitted set is too small."""
+    sigma, num_pl_spikes, n_fit) plus 'bad' (B,) bool for rows whose fitted set is too small. block: cells
+    of the KS table computed at once; cache-sized on a CPU, large on a GPU, where each chunk costs launches."""
     if method not in METHODS:
         raise ValueError(f"unknown xmin method {method!r}; choose one of {METHODS}")
     lam = lam.to(torch.float64).clamp(min=0)
@@ -191,6 +196,7 @@ def _fit_batch(lam, method="median", xmin_pos=2, filter_zeros=True, thresh=EVALS
             window = low_ok & (lam <= 1.5 * p) & valid & (idx[None, :] <= last)
             bad = bad | ~window.any(1)
         D_all = torch.full((B, N), float("inf"), dtype=torch.float64, device=lam.device)
+        block = block or (1 << 24 if lam.device.type == "cuda" else 1 << 19)   # 128 MB or 4 MB of float64
         rows = max(1, block // max(1, B * N))
         for a0 in range(0, N - 1, rows):                       # chunks of candidate rows, not a loop over xmin
             cand = torch.arange(a0, min(a0 + rows, N - 1), device=lam.device)
@@ -390,9 +396,9 @@ def analyze(obj, method="median", metrics=METRICS, min_evals=0, exclude=(), filt
     results = {}
     with torch.no_grad(), _highest_matmul_precision():
         for key, ks in groups.items():
-            on_gpu = key[0] != "conv" and key[0].type == "cuda"
-            stacks_weights = route in ("svd", "svd64", "gesvda") or (route == "auto" and on_gpu and key[1] < 8 * key[2])
             N, M = rows[ks[0]]["N"], rows[ks[0]]["M"]
+            picked = _auto_route(key[0], N, M) if route == "auto" and key[0] != "conv" else route
+            stacks_weights = picked in ("svd", "svd64", "gesvda")
             per = max(1, chunk_bytes // (4 * M * (N if stacks_weights else M)))
             for c in range(0, len(ks), per):
                 chunk = ks[c:c + per]
@@ -517,7 +523,7 @@ def plot(rows, obj, out_dir, modules=(), route="auto", **fit_kwargs):
     print(f"wrote plots to {out_dir}")
 
 
-def bench(device, model_name, use_ww):
+def bench(device, model_name, use_ww, route="auto"):
     import datetime
     import model as model_lib
     torch.manual_seed(0)
@@ -531,18 +537,18 @@ def bench(device, model_name, use_ww):
     ours = {}
     for method in ("median", "ks"):
         if device.startswith("cuda"):
-            analyze(net, method=method, min_evals=min_evals)
+            analyze(net, method=method, min_evals=min_evals, route=route)
         tm = {}
         t0, c0 = _clock(device), time.process_time()
-        rows = analyze(net, method=method, min_evals=min_evals, timings=tm)
+        rows = analyze(net, method=method, min_evals=min_evals, timings=tm, route=route)
         ours[method] = (_clock(device) - t0, time.process_time() - c0, {r["name"]: r for r in rows})
         print(f"spectral.py {method:<6}: {ours[method][0]:.3f} s wall, {ours[method][1]:.3f} s CPU for {len(rows)} "
               f"matrices (eigenvalues {tm['eig_s']:.3f} s, fits+metrics {tm['fit_s']:.3f} s = "
               f"{100 * tm['fit_s'] / tm['eig_s']:.1f}% of eig)")
-    tl = {}
     t0 = _clock(device)
-    analyze(net, method="median", metrics=("alpha",), min_evals=min_evals, timings=tl)
+    analyze(net, method="median", metrics=("alpha",), min_evals=min_evals, route=route)
     print(f"LLR path analyze(model, method='median', metrics=('alpha',), min_evals=50): {_clock(device) - t0:.3f} s")
+    bench_routes(net, device)
     if not use_ww:
         return
     try:
@@ -569,6 +575,34 @@ def bench(device, model_name, use_ww):
         print(f"max |Δ{metric}| ks vs weightwatcher: {delta:.2e}")
 
 
+def bench_routes(net, device):
+    """Milliseconds per same-shape group for every eigenvalue route on this device, so the 'auto' choice can
+    be checked by measurement on new hardware (the best of two runs after a warm-up)."""
+    groups = {}
+    for _, w in named_matrices(net):
+        w = w.detach()
+        w = w.T if w.shape[0] < w.shape[1] else w
+        groups.setdefault(tuple(w.shape), []).append(w)
+    routes = [r for r in ROUTES if r != "auto" and (r != "gesvda" or device.startswith("cuda"))]
+    print("eigenvalue routes, ms per same-shape group (auto picks: " +
+          ", ".join(f"{n}x{m} {_auto_route(device, n, m)}" for (n, m), ws in groups.items()) + ")")
+    print(f"{'group':<18}" + "".join(f"{r:>10}" for r in routes))
+    total = dict.fromkeys(routes, 0.0)
+    for (n, m), ws in groups.items():
+        line = f"{len(ws):>3} x {n}x{m}".ljust(18)
+        for r in routes:
+            _stack_eigvals(ws, r)
+            best = math.inf
+            for _ in range(2):
+                t0 = _clock(device)
+                _stack_eigvals(ws, r)
+                best = min(best, _clock(device) - t0)
+            total[r] += best
+            line += f"{1e3 * best:>10.1f}"
+        print(line)
+    print(f"{'all':<18}" + "".join(f"{1e3 * total[r]:>10.1f}" for r in routes))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="HT-SR metrics of every weight matrix of a nanoLR checkpoint")
     p.add_argument("path", nargs="?", help="checkpoint file or run directory holding ckpt.pt")
@@ -587,7 +621,7 @@ def main(argv=None):
     p.add_argument("--no-ww", action="store_true")
     args = p.parse_args(argv)
     if args.bench:
-        return bench(args.device, args.model, not args.no_ww)
+        return bench(args.device, args.model, not args.no_ww, args.route)
     metrics = tuple(m for m in args.metrics.split(",") if m)
     if set(metrics) - set(METRICS):
         p.error(f"unknown metrics {sorted(set(metrics) - set(METRICS))}; available: {','.join(METRICS)}")

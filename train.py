@@ -241,9 +241,17 @@ def check_writable(out_dir):
 
 
 def start_wandb(c, cfg):
+    """A wandb run: online with an API key, offline without one, and offline too when the server cannot
+    be reached in WANDB_INIT_TIMEOUT seconds (30), so a run never waits on the network."""
     import wandb  # optional dependency, imported only when asked for
-    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") or wandb.api.api_key else "offline")
-    return wandb.init(project=c.wandb_project, name=c.wandb_run_name or None, config=cfg, mode=mode, dir=c.out_dir)
+    mode = os.environ.get("WANDB_MODE") or ("online" if wandb.login(prompt=False, verify=False) else "offline")
+    kw = dict(project=c.wandb_project, name=c.wandb_run_name or None, config=cfg, dir=c.out_dir)
+    try:
+        timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+        return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout), **kw)
+    except Exception as e:  # wandb raises its own CommError and friends; training goes on regardless
+        print(f"wandb: {mode} start failed ({type(e).__name__}); logging offline instead, `wandb sync` the run later")
+        return wandb.init(mode="offline", **kw)
 
 
 def train(cfg):
@@ -379,6 +387,8 @@ def train(cfg):
             if master and record:
                 print(f"iter {it} | val_loss {record['val_loss']:.4f}")
                 metrics.write(json.dumps(dict(iter=it, tokens=it * tokens_per_iter, **record)) + "\n")
+                if run is not None:
+                    run.log(dict(iter=it, tokens=it * tokens_per_iter, **record), step=it)
             break
 
         batches = micro_batches(it)
@@ -422,6 +432,8 @@ def train(cfg):
         results = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all", limit=c.eval_zeroshot_limit or None,
                                     device=dev, ctx=ctx)
         metrics.write(json.dumps(dict(iter=c.max_iters, zeroshot=results)) + "\n")
+        if run is not None:
+            run.summary["zeroshot"] = results
         print(f"zero-shot 7-task acc {100 * results['avg7']['acc']:.2f}")
     if master:
         metrics.close()

@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 import train
 from conftest import ROOT
 from data.shakespeare.prepare import write_split
-from model import load_checkpoint
+from model import load_checkpoint, model_from_checkpoint
 
 TINY = ["--model=llama_nano", "--block_size=32", "--batch_size=4", "--eval_tokens=512", "--dtype=float32",
         "--log_interval=1", "--learning_rate=3e-3", "--warmup_iters=2"]
@@ -27,8 +28,9 @@ def text_dataset(tmp_path_factory):
     return str(directory)
 
 
-def run_train(args, check=True, **kw):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run_train(args, check=True, env=None, **kw):
+    """train.py in a subprocess; env adds variables, or removes those given as None."""
+    env = {k: v for k, v in dict(os.environ, OMP_NUM_THREADS="1", **(env or {})).items() if v is not None}
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, env=env, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed:\n{proc.stdout}\n{proc.stderr}")
@@ -104,10 +106,40 @@ def test_tiny_run_lowers_validation_loss(text_dataset, tmp_path):
     assert len(val) == 3 and val[-1] < val[0] - 1.0
     ckpt = load_checkpoint(out)
     assert ckpt["iter_num"] == 60 and ckpt["tokenizer"] == "byte"
-    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
     assert json.load(open(os.path.join(out, "config.json")))["max_iters"] == 60
     rec = json.loads(open(os.path.join(out, "metrics.jsonl")).readline())
     assert {"iter", "tokens", "train_loss", "val_loss", "lr", "tok_per_s", "mfu"} <= set(rec) and rec["mfu"] is None
+
+
+def test_compiled_run_matches_eager_compiles_once_per_mode_and_saves_plain_keys(text_dataset, tmp_path):
+    args = TINY + [f"--dataset={text_dataset}", "--max_iters=6", "--eval_interval=3"]
+    run_train(args + [f"--out_dir={tmp_path / 'eager'}", "--compile=False"])
+    proc = run_train(args + [f"--out_dir={tmp_path / 'compiled'}", "--compile=True"], env={"TORCH_LOGS": "recompiles"})
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert eager.keys() == compiled.keys() and all(abs(eager[i] - compiled[i]) < 1e-4 for i in eager)
+    # one graph for training and one for evaluation under no_grad; none after that
+    assert proc.stderr.count("Recompiling function forward") == 1 and "grad_mode" in proc.stderr
+    ckpt = load_checkpoint(tmp_path / "compiled")
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    net, _ = model_from_checkpoint(tmp_path / "compiled")  # loads into a plain, uncompiled model
+    assert torch.equal(net.head.weight, ckpt["model"]["head.weight"])
+
+
+@pytest.mark.parametrize("api_key", [None, "a" * 40], ids=["no key", "key, server unreachable"])
+def test_wandb_logs_offline_without_key_or_server_and_records_the_final_val_loss(text_dataset, tmp_path, api_key):
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    env = {"WANDB_MODE": None, "WANDB_API_KEY": api_key, "HOME": str(tmp_path), "WANDB_INIT_TIMEOUT": "3",
+           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # nothing listens on the discard port
+    proc = run_train(TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2",
+                             "--wandb_log=True"], env=env, timeout=240)
+    assert ("logging offline instead" in proc.stdout) == (api_key is not None)
+    assert len(list((out / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    final = [json.loads(l) for l in open(out / "metrics.jsonl")][-1]
+    assert final["iter"] == 4
+    printed = proc.stdout + proc.stderr  # wandb prints its run summary to stderr
+    summary = printed[printed.index("Run summary:"):]
+    assert float(re.search(r"val_loss ([\d.]+)", summary).group(1)) == pytest.approx(final["val_loss"], abs=1e-4)
 
 
 def test_resume_after_sigkill_gives_bitwise_identical_losses(text_dataset, tmp_path):
