@@ -209,7 +209,7 @@ def checkpoint_path(path):
 
 def load_checkpoint(path, map_location="cpu"):
     """The checkpoint dict written by train.py: model (state dict), model_config, strategy, iter_num,
-    config, rng, tokenizer."""
+    config, rng, tokenizer, wandb_id (None without wandb)."""
     file = checkpoint_path(path)
     try:
         ckpt = torch.load(file, map_location=map_location, weights_only=False)

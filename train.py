@@ -240,12 +240,14 @@ def check_writable(out_dir):
         raise ConfigError(f"out_dir {out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
 
 
-def start_wandb(c, cfg):
+def start_wandb(c, cfg, run_id=None):
     """A wandb run: online with an API key, offline without one, and offline too when the server cannot
-    be reached in WANDB_INIT_TIMEOUT seconds (30), so a run never waits on the network."""
+    be reached in WANDB_INIT_TIMEOUT seconds (30), so a run never waits on the network. A resumed
+    training run continues the wandb run of its checkpoint (run_id)."""
     import wandb  # optional dependency, imported only when asked for
     mode = os.environ.get("WANDB_MODE") or ("online" if wandb.login(prompt=False, verify=False) else "offline")
-    kw = dict(project=c.wandb_project, name=c.wandb_run_name or None, config=cfg, dir=c.out_dir)
+    kw = dict(project=c.wandb_project, name=c.wandb_run_name or None, config=cfg, dir=c.out_dir,
+              id=run_id, resume="allow" if run_id else None)
     try:
         timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
         return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout), **kw)
@@ -299,7 +301,7 @@ def train(cfg):
         strategy = optim.build(c.strategy, raw_model, cfg)
     except optim.ConfigError as e:
         raise ConfigError(str(e)) from None
-    iter_num, best_val = 0, float("inf")
+    iter_num, best_val, wandb_id = 0, float("inf"), None
     if c.init_from == "resume":
         try:
             ckpt = load_checkpoint(c.out_dir, map_location=dev)
@@ -311,7 +313,7 @@ def train(cfg):
             raise ConfigError(f"the checkpoint in {c.out_dir} is of another model config: {fields}")
         raw_model.load_state_dict(ckpt["model"])
         strategy.load_state_dict(ckpt["strategy"])
-        iter_num, best_val = ckpt["iter_num"], ckpt.get("best_val_loss", best_val)
+        iter_num, best_val, wandb_id = ckpt["iter_num"], ckpt.get("best_val_loss", best_val), ckpt.get("wandb_id")
         set_rng_state(ckpt["rng"])
         del ckpt
     model = torch.compile(raw_model) if use_compile else raw_model
@@ -326,11 +328,12 @@ def train(cfg):
     tokens_per_iter = c.batch_size * c.block_size * c.grad_accum
     flops_per_token = raw_model.flops_per_token()
     peak = peak_flops_of(device_type, c.peak_flops)
+    run = None
     if master:
         print(f"model {c.model} params total={total_params:,} non_embedding={non_embedding:,} | strategy {c.strategy} | "
               f"{tokens_per_iter:,} tokens/iter | device {dev} {'bf16' if use_bf16 else 'fp32'}"
               f"{' compiled' if use_compile else ''} | world {world_size}")
-        run = start_wandb(c, cfg) if c.wandb_log else None
+        run = start_wandb(c, cfg, wandb_id) if c.wandb_log else None
         metrics = open(os.path.join(c.out_dir, "metrics.jsonl"), "a")
 
     def micro_batches(it):
@@ -365,7 +368,8 @@ def train(cfg):
         strategy_state = strategy.state_dict()  # on every rank: sharded optimizer state (Muon) is gathered collectively
         if master:
             save_checkpoint(c.out_dir, dict(model=raw_model.state_dict(), model_config=asdict(mcfg), strategy=strategy_state,
-                                            iter_num=it, best_val_loss=best_val, config=cfg, rng=rng_state(), tokenizer=data.tokenizer))
+                                            iter_num=it, best_val_loss=best_val, config=cfg, rng=rng_state(), tokenizer=data.tokenizer,
+                                            wandb_id=run.id if run is not None else wandb_id))
 
     val_tokens = data.tokens("val")
     start_iter, t_last, tokens_since = iter_num, time.time(), 0

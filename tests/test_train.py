@@ -142,6 +142,18 @@ def test_wandb_logs_offline_without_key_or_server_and_records_the_final_val_loss
     assert float(re.search(r"val_loss ([\d.]+)", summary).group(1)) == pytest.approx(final["val_loss"], abs=1e-4)
 
 
+def test_a_resumed_run_continues_its_wandb_run(text_dataset, tmp_path):
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    args = TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--eval_interval=2", "--wandb_log=True"]
+    env = {"WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    run_train(args + ["--max_iters=2"], env=env)
+    run_train(args + ["--max_iters=4", "--init_from=resume"], env=env)
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    ids = [r.name.rsplit("-", 1)[1] for r in runs]
+    assert len(runs) == 2 and ids[0] == ids[1] == load_checkpoint(out)["wandb_id"]
+
+
 def test_resume_after_sigkill_gives_bitwise_identical_losses(text_dataset, tmp_path):
     args = TINY + [f"--dataset={text_dataset}", "--max_iters=80", "--eval_interval=40", "--ckpt_every=10",
                    "--model=llama_tiny", "--block_size=64", "--batch_size=8", "--dtype=float32"]
