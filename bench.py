@@ -15,7 +15,6 @@ import datetime
 import sys
 import time
 import types
-from contextlib import nullcontext
 
 import torch
 
@@ -65,11 +64,7 @@ def main(argv):
     argv = [a for a in argv if a not in ("--llr", "--profile") and not a.startswith(("--steps=", "--rounds="))]
     cfg = train.parse_config(argv)
     c = types.SimpleNamespace(**cfg)
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
-    device_type = "cuda" if dev.startswith("cuda") else "cpu"
-    use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and (device_type == "cuda" or train.cpu_has_bf16()))
-    ctx = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    use_compile = (device_type == "cuda") if c.compile is None else bool(c.compile)
+    dev, device_type, use_bf16, ctx, use_compile = train.runtime(c)
     mcfg = train.model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
     B, T = c.batch_size, c.block_size
     x = torch.randint(0, mcfg.vocab_size, (B, T), device=dev)

@@ -185,6 +185,19 @@ def cpu_has_bf16():
         return False
 
 
+def runtime(c, local_rank=None):
+    """(device, device type, use_bf16, autocast context, use_compile) of a config: what train.py and
+    bench.py run with. local_rank picks this process's GPU under DDP."""
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
+    if local_rank is not None and dev.startswith("cuda"):
+        dev = f"cuda:{local_rank}"
+    device_type = "cuda" if dev.startswith("cuda") else "cpu"
+    use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and (device_type == "cuda" or cpu_has_bf16()))
+    ctx = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    use_compile = (device_type == "cuda") if c.compile is None else bool(c.compile)
+    return dev, device_type, use_bf16, ctx, use_compile
+
+
 def peak_flops_of(device_type, override):
     if override > 0:
         return override
@@ -264,19 +277,14 @@ def train(cfg):
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     check_config(c, world_size)
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
-    if ddp and dev.startswith("cuda"):
-        dev = f"cuda:{local_rank}"
+    dev, device_type, use_bf16, ctx, use_compile = runtime(c, local_rank if ddp else None)
+    if ddp and device_type == "cuda":
         torch.cuda.set_device(dev)
-    device_type = "cuda" if dev.startswith("cuda") else "cpu"
     if ddp:
         torch.distributed.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     master = rank == 0
     torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
     torch.backends.cudnn.allow_tf32 = True
-    use_bf16 = c.dtype == "bfloat16" or (c.dtype == "auto" and (device_type == "cuda" or cpu_has_bf16()))
-    ctx = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    use_compile = (device_type == "cuda") if c.compile is None else bool(c.compile)
     if master:
         check_writable(c.out_dir)
 
