@@ -135,7 +135,6 @@ def profile(step, device_type, rows=25):
 def bench_llr(cfg, model, runner, fwd_bwd, steps, device_type, tokens):
     """Per-step cost of LLR vs uniform with identical model and config, plus the cost of one refit,
     projected onto the config's schedule: refits at t = 1 and every llr_every while t <= llr_ratio·T."""
-    import llr
     init = {k: v.clone() for k, v in model.state_dict().items()}
     results = {}
     for round_ in range(2):  # interleaved, so drift in clocks or temperature hits both alike
@@ -162,7 +161,7 @@ def bench_llr(cfg, model, runner, fwd_bwd, steps, device_type, tokens):
     T, every, ratio = cfg["max_iters"], cfg["llr_every"], cfg["llr_ratio"]
     n_refits = 1 + int(ratio * T) // every
     print(f"step with one micro-batch: uniform {1e3 * uni:.1f} ms, llr {1e3 * per:.1f} ms ({100 * (per / uni - 1):+.2f}%), "
-          f"{tokens / uni:,.0f} tok/s | one refit ({len(llr.spectral.named_matrices(model))} matrices) {1e3 * refit:.1f} ms")
+          f"{tokens / uni:,.0f} tok/s | one refit ({len(strategy.alphas)} matrices) {1e3 * refit:.1f} ms")
     shown = set()
     for world in (1, 8):  # one device, and the paper's 8 GPUs
         accum = max(1, cfg["grad_accum"] // world)

@@ -7,11 +7,11 @@ Module names are chosen so that layer groups are obvious and identical across bo
 GPT keeps q, k, v as separate matrices (mathematically the same as GPT-2's fused c_attn) so that
 every weight matrix is its own layerwise-LR group; export_hf.py fuses them back.
 
-python model.py <preset or config file>   prints the parameter count and a per-module table.
+python model.py <preset>   prints the parameter count and a per-module table (a config: train.py --dry_run).
 """
 import math
 import sys
-from dataclasses import dataclass, fields, asdict
+from dataclasses import dataclass, asdict
 
 import torch
 import torch.nn as nn
@@ -43,7 +43,7 @@ class ModelConfig:
             self.norm_eps = 1e-6 if self.arch == "llama" else 1e-5
 
 
-# Dimensions from specs/models.md. LLaMA presets use GPT-2 BPE (50257 padded to 50304); the paper's
+# Dimensions: docs/models.md. LLaMA presets use GPT-2 BPE (50257 padded to 50304); the paper's
 # T5 vocab (32128) can be set with vocab_size. Small presets are for CPUs and tests (byte tokens).
 PRESETS = {
     "llama_60m": dict(arch="llama", n_layer=6, n_head=12, n_embd=768, ffn_hidden=1512, vocab_size=50304, block_size=1024),
@@ -236,24 +236,11 @@ def param_table(model):
     return "\n".join(lines)
 
 
-def model_config_from_args(arg):
-    """A preset name, or a config file that sets `model` (a preset name) and optional overrides."""
-    if arg in PRESETS:
-        return config_from_preset(arg)
-    namespace = {}
-    with open(arg) as f:
-        exec(f.read(), namespace)
-    if "model" not in namespace:
-        raise SystemExit(f"{arg} sets no `model`; set model = one of: {', '.join(PRESETS)}")
-    names = {f.name for f in fields(ModelConfig)}
-    overrides = {k: namespace[k] for k in names if k in namespace and k != "arch"}
-    return config_from_preset(namespace["model"], **overrides)
-
-
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(f"usage: python model.py <preset or config file>\npresets: {', '.join(PRESETS)}")
-    cfg = model_config_from_args(sys.argv[1])
+    if len(sys.argv) != 2 or sys.argv[1] not in PRESETS:
+        raise SystemExit(f"usage: python model.py PRESET (one of: {', '.join(PRESETS)})\n"
+                         "the size of a config: python train.py CONFIG_FILES --dry_run")
+    cfg = config_from_preset(sys.argv[1])
     with torch.device("meta"):  # counting needs no memory, even for 3B
         model = Transformer(cfg)
     total, non_embedding = model.num_params()

@@ -1,34 +1,33 @@
 """
-Learning-rate strategies. Each is a plain class with one interface (see Strategy):
+Learning-rate strategies: parameter groups, schedules, the strategy interface, one registry and every
+strategy of nanoLR, from plain SGD to LLR. A strategy owns its torch optimizer and its schedule:
 
-    strategy = optim.build(name, model, config)
-    strategy.step(it, loss=None, closure=None)   # sets every group's LR for update it+1, then updates
-    strategy.zero_grad(); strategy.state_dict(); strategy.load_state_dict(sd)
+    strategy = optim.build("llr", model, cfg)       # cfg: train.py's config dict, or optim.default_config(...)
+    optim.update(strategy, it, forward_backward)   # one update (or strategy.step(it, loss, closure) by hand)
     strategy.lrs()          # group name -> LR of the last update, for logs
     strategy.log_record()   # extra fields for the metrics line (LLR: alphas and LRs after a refit)
+    strategy.state_dict(); strategy.load_state_dict(sd); strategy.zero_grad()
 
-`it` is the 0-based index of the update about to be made. Schedules are torch lr_schedulers (or
-pure functions of the step count) whose state is in state_dict(), so a resumed run continues exactly.
-Hyperparameters come from the train.py config dict; those that belong to one strategy are declared in
-its class's `defaults` and become train.py config keys.
+`it` is the 0-based index of the update about to be made; schedules are functions of it (or torch
+lr_schedulers whose state is in state_dict()), so a resumed run continues exactly.
 
-The catalogue: uniform (the baseline), the 18 strategies of "Learning Rate Engineering" (arXiv
-2604.27295) in its order, the extras it discusses, and Muon; `python optim.py --list` prints them.
-Rules are canonical (as published) by default; faithful=True turns on every quirk of the paper's
-reference code (FAITHFUL_FLAGS, each also its own key; specs/strategies.md §3). Update rules that
-torch lacks live in optimizers.py, Muon in muon.py; LLR in llr.py, which registers itself below.
+Adding a strategy: a function (model, cfg) -> (optimizer, lr_scheduler or None) under
+@register(name, generation, rule, reference, **its_own_defaults). Write a Strategy subclass instead
+only when step() differs (SAM, Grokfast, DALS, the layerwise family). Its defaults become train.py
+config keys and are checked against DOMAINS when it is built. Update rules torch lacks are in
+rules.py. docs/strategies.md has every rule with its reference quirks (faithful=True), docs/llr.md the
+layerwise family. `python optim.py --list` prints the catalogue.
 """
 import math
 
 import torch
 import torch.nn as nn
 
-import muon
-from optimizers import (LAMB, LARS, AdaBound, DALS, DampenedSGD, GrokfastEMA, GrokfastMA, Lion, Lookahead,
-                        sam_perturb, sam_restore)
+import rules
+import spectral
 
 # ----------------------------------------------------------------------------------------------
-# Parameter groups shared by every layerwise strategy: one group per weight matrix plus a rest group.
+# Parameter groups: one per weight matrix plus the rest (norms, biases), shared by every strategy
 
 
 def matrix_kind(name):
@@ -47,17 +46,21 @@ def matrix_kind(name):
     raise ValueError(f"cannot tell the kind of weight matrix {name!r}")
 
 
+def unwrap(model):
+    """The module inside DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def param_groups(model, rest_by_depth=False):
     """One dict per weight matrix (nn.Linear / nn.Embedding weight), in module order, plus the rest
     (norms, biases) in one group named 'rest' or, with rest_by_depth, one group per depth level.
 
     Each dict: name ('blocks.3.attn.q'), params ([tensor]), kind (embed/head/attn_qk/attn_vo/mlp/norm),
     depth in [0, 1] (embeddings 0, block i at (i+1)/(L+1), final norm and head 1), decay (True for
-    matrices). A tied matrix (GPT's embed/head) appears once, as 'embed'. Works on DDP- or
-    compile-wrapped models.
+    matrices). A tied matrix (GPT's embed/head) appears once, as 'embed'.
     """
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)
     n_layer = len(model.blocks)
 
     def depth_of(name):
@@ -80,69 +83,12 @@ def param_groups(model, rest_by_depth=False):
     return groups + list(rest.values())
 
 
-# ----------------------------------------------------------------------------------------------
-# Schedules
-
-
-def warmup_cosine(t, max_iters, warmup_iters, min_lr_ratio):
-    """LR multiplier for update number t (1-based): linear warmup t/W, then cosine to min_lr_ratio at
-    t = max_iters. λ(0) = 0 as in the LLR reference."""
-    if t < warmup_iters:
-        return t / warmup_iters
-    progress = min((t - warmup_iters) / max(1, max_iters - warmup_iters), 1.0)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def warmup_iters_of(cfg):
-    return int(cfg["warmup_frac"] * cfg["max_iters"]) if cfg.get("warmup_iters", -1) < 0 else cfg["warmup_iters"]
-
-
-# ----------------------------------------------------------------------------------------------
-# The strategy interface
-
-
-class ConfigError(ValueError):
-    """A hyperparameter outside its domain: raised before training starts."""
-
-
-def check(ok, message):
-    if not ok:
-        raise ConfigError(message)
-
-
-def in_range(cfg, key, lo, hi, lo_open=False, hi_open=True):
-    """ConfigError naming `key` unless lo <(=) cfg[key] <(=) hi."""
-    v = cfg[key]
-    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    check(ok, f"{key} must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {v!r}")
-    return v
-
-
-# Each reference quirk of specs/strategies.md §3 has its own flag; faithful=True turns all of them on.
-FAITHFUL_FLAGS = ("dals_zero_first_lr", "stlr_double_decay", "stlr_per_epoch", "lars_ref", "grokfast_ref",
-                  "sam_adaptive", "lookahead_lazy_slow", "sgdr_t0_steps")
-
-
-def flag(cfg, name):
-    return bool(cfg.get(name, False) or cfg.get("faithful", False))
-
-
-def epoch_iters(cfg):
-    """Steps per 'epoch' for rules defined in epochs (SGDR's T₀, DALS-Acc, unfreezing, STLR per epoch);
-    0 means a tenth of the run."""
-    return cfg["epoch_iters"] if cfg["epoch_iters"] > 0 else max(1, cfg["max_iters"] // 10)
-
-
-def unwrap(model):
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
-def with_decay(groups, cfg, wd=None):
-    """Set each group's weight_decay: matrices decay, norms and biases only with decay_norms."""
-    wd = cfg["weight_decay"] if wd is None else wd
+def decayed_groups(model, cfg, rest_by_depth=False, decay_all=False):
+    """param_groups with weight_decay set: matrices decay, norms and biases only with decay_norms
+    (decay_all: everything, for rules that own their exclusions or decay everything as published)."""
+    groups = param_groups(model, rest_by_depth)
     for g in groups:
-        g["weight_decay"] = wd if (g["decay"] or cfg["decay_norms"]) else 0.0
+        g["weight_decay"] = cfg["weight_decay"] if (decay_all or g["decay"] or cfg["decay_norms"]) else 0.0
     return groups
 
 
@@ -158,6 +104,27 @@ def depth_levels(model, groups, levels=0):
     return ls, K
 
 
+# ----------------------------------------------------------------------------------------------
+# Schedules: multipliers of the base LR as plain functions of the 1-based update number t
+
+
+def warmup_cosine(t, max_iters, warmup_iters, min_lr_ratio):
+    """nanoLR's one warmup rule: t/W for t < W (λ(0) = 0, the first update runs at 1/W), then cosine
+    from 1 to min_lr_ratio at t = max_iters."""
+    if t < warmup_iters:
+        return t / warmup_iters
+    progress = min((t - warmup_iters) / max(1, max_iters - warmup_iters), 1.0)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warm_restarts(t, t0, t_mult=2):
+    """Cosine from 1 to 0 in cycles of t0, t0·t_mult, ... updates, restarting at 1 (SGDR shape)."""
+    length = t0
+    while t >= length:
+        t, length = t - length, length * t_mult
+    return 0.5 * (1 + math.cos(math.pi * t / length))
+
+
 def stlr(t, T, cut_frac, ratio):
     """Slanted triangular multiplier (Howard & Ruder 2018) for 0-based update t of T."""
     cut = max(1, int(T * cut_frac))
@@ -165,44 +132,136 @@ def stlr(t, T, cut_frac, ratio):
     return (1 + max(p, 0.0) * (ratio - 1)) / ratio
 
 
+def warmup_iters_of(cfg):
+    return int(cfg["warmup_frac"] * cfg["max_iters"]) if cfg["warmup_iters"] < 0 else cfg["warmup_iters"]
+
+
+def epoch_iters(cfg):
+    """Steps per 'epoch' for rules defined in epochs (SGDR's T₀, DALS-Acc, unfreezing, STLR per epoch);
+    0 means a tenth of the run."""
+    return cfg["epoch_iters"] if cfg["epoch_iters"] > 0 else max(1, cfg["max_iters"] // 10)
+
+
+def warmup_cosine_lr(optimizer, cfg):
+    """LambdaLR over warmup_cosine (LambdaLR counts updates from 0, the rule from 1)."""
+    T, W, floor = cfg["max_iters"], warmup_iters_of(cfg), cfg["min_lr_ratio"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s + 1, T, W, floor))
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: the keys every strategy reads, and the domain of every key
+
+
+class ConfigError(ValueError):
+    """A hyperparameter outside its domain: raised before training starts."""
+
+
+def check(ok, message):
+    if not ok:
+        raise ConfigError(message)
+
+
+# Keys every strategy reads; train.py's config (and default_config) start from these.
+COMMON = dict(learning_rate=3e-3, max_iters=1000, warmup_frac=0.1, warmup_iters=-1, min_lr_ratio=0.1, weight_decay=0.1,
+              decay_norms=False, beta1=0.9, beta2=0.95, adam_eps=1e-8, grad_clip=0.0, fused=False, faithful=False)
+
+# Each quirk of the strategies paper's reference code has its own flag; faithful=True turns all on.
+FAITHFUL_FLAGS = ("dals_zero_first_lr", "stlr_double_decay", "stlr_per_epoch", "lars_ref", "grokfast_ref",
+                  "sam_adaptive", "lookahead_lazy_slow", "sgdr_t0_steps")
+
+
+def flag(cfg, name):
+    return bool(cfg.get(name, False) or cfg.get("faithful", False))
+
+
+def interval(lo, hi, ends="[)"):
+    inside = lambda v: (v > lo if ends[0] == "(" else v >= lo) and (v < hi if ends[1] == ")" else v <= hi)
+    return inside, f"in {ends[0]}{lo}, {hi}{ends[1]}"
+
+
+def integer(lo):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo, f"an integer >= {lo}"
+
+
+def one_of(*choices):
+    return lambda v: v in choices, f"one of {', '.join(map(str, choices))}"
+
+
+INF = math.inf
+PROB, POS, NONNEG, UNIT = interval(0, 1), interval(0, INF, "()"), interval(0, INF), interval(0, 1, "[]")
+MAPS = ("linear", "sqrt", "log2", "sigmoid")
+EMBED_RULES = ("max", "fixed", "data", "base")
+DOMAINS = dict(
+    learning_rate=POS, max_iters=integer(1), warmup_frac=UNIT, warmup_iters=integer(-1), min_lr_ratio=UNIT,
+    weight_decay=NONNEG, beta1=PROB, beta2=PROB, adam_eps=POS, grad_clip=NONNEG,
+    sgd_momentum=PROB, epoch_iters=integer(0), sgdr_t0=integer(0), sgdr_t_mult=integer(1),
+    adabound_final_lr=POS, adabound_gamma=POS, lars_trust=POS, disc_factor=POS, disc_levels=integer(0),
+    lion_beta1=PROB, lion_beta2=PROB, lookahead_k=integer(1), lookahead_alpha=interval(0, 1, "(]"), sam_rho=POS,
+    grokfast_alpha=PROB, grokfast_lamb=NONNEG, stlr_cut_frac=interval(0, 1, "()"), stlr_ratio=interval(1, INF),
+    dals_alpha0=PROB, dals_tau2=POS, dals_momentum=PROB, dals_warmup_frac=PROB, dals_trust=POS,
+    dals_min_dwell=integer(0), dals_fast_momentum=PROB, dals_fast_warmup_frac=PROB, dals_acc_alpha0=PROB,
+    dals_acc_tau2=POS, dals_acc_t0=integer(0),
+    step_decay_gamma=interval(0, 1, "(]"), step_decay_every=integer(0), exp_decay_gamma=UNIT,
+    cyclic_half=integer(0), cyclic_mode=one_of("triangular", "triangular2", "exp_range"),
+    onecycle_pct=interval(0, 1, "()"), onecycle_div=POS, onecycle_final_div=POS, rmsprop_alpha=PROB, lamb_eps=POS,
+    llrd_xi=interval(0, 1, "(]"), unfreeze_every=integer(0), grokfast_ma_window=integer(1), grokfast_ma_lamb=NONNEG,
+    muon_lr=NONNEG, muon_momentum=PROB, muon_ns_steps=integer(1), muon_scale=one_of("original", "match_rms_adamw"),
+    llr_s1=POS, llr_s2=POS, llr_every=integer(1), llr_ramp=integer(0), llr_ratio=UNIT,
+    llr_method=one_of(*spectral.METHODS), llr_xmin_pos=integer(1), llr_map=one_of(*MAPS), llr_embed=one_of(*EMBED_RULES),
+    llr_metric=one_of(*spectral.METRICS), llr_min_evals=integer(0),
+)
+
+
+def validate(cfg, keys):
+    """ConfigError for the first key whose value is outside its domain; the same message for every strategy."""
+    for key in keys:
+        if key not in DOMAINS:
+            continue
+        inside, text = DOMAINS[key]
+        try:
+            ok = inside(cfg[key])
+        except TypeError:
+            ok = False
+        check(ok, f"{key} must be {text}, got {cfg[key]!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The strategy interface and its registry
+
+
 class Strategy:
-    """Base class: owns self.optimizer (a torch optimizer, or a wrapper with param_groups/step/
-    zero_grad/state_dict) over named param groups and an optional self.scheduler (a torch
-    lr_scheduler stepped once per update). Subclasses set both in __init__ and override step() only
-    when the rule needs more than clip + optimizer.step() (SAM, Grokfast, DALS).
+    """Owns self.optimizer (a torch optimizer, or a wrapper with param_groups/step/zero_grad/state_dict)
+    over named param groups and an optional self.scheduler (a torch lr_scheduler stepped once per
+    update), both from build(model, cfg). Subclasses override step() only when the rule needs more
+    than clip + optimizer.step() (SAM, Grokfast, DALS, layerwise).
 
     Under DDP, state_dict() may be a collective (Muon gathers its sharded buffers): call it on every
     rank and save on one."""
 
-    name = ""
-    generation = ""
-    rule = ""
-    reference = ""
-    defaults = {}       # strategy-specific hyperparameters; each becomes a train.py config key
-    uses_loss = False   # True: train.py passes the (all-reduced) loss of the step to step()
+    name = generation = rule = reference = ""
+    defaults = {}       # the strategy's own hyperparameters (set by @register); each is a train.py config key
+    uses_loss = False   # True: the loop passes the (all-reduced) loss of the step to step()
     scheduler = None
 
     def __init__(self, model, cfg):
-        self.cfg = cfg
-        self.grad_clip = cfg.get("grad_clip", 0.0)
+        validate(cfg, list(COMMON) + list(self.defaults))
+        self.cfg, self.lr, self.grad_clip = cfg, cfg["learning_rate"], cfg["grad_clip"]
+        self.max_iters = cfg["max_iters"]
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.lr = in_range(cfg, "learning_rate", 0, math.inf, lo_open=True)
-        in_range(cfg, "weight_decay", 0, math.inf)
-        check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
-        check(cfg["max_iters"] >= 1, f"max_iters must be >= 1, got {cfg['max_iters']}")
+        self.optimizer, self.scheduler = self.build(model, cfg)
+
+    def build(self, model, cfg):
+        raise NotImplementedError
 
     def clip_grads(self):
         if self.grad_clip > 0:
-            return torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
 
     def step(self, it, loss=None, closure=None):
         self.clip_grads()
         self.optimizer.step()
         self.applied = self.group_lrs()  # before the scheduler moves on to the next update's LR
-        self.advance()
-
-    def advance(self):
-        if self.scheduler is not None:
+        if self.scheduler is not None and it + 1 < self.max_iters:  # the last update needs no next LR
             self.scheduler.step()
 
     def zero_grad(self):
@@ -216,11 +275,11 @@ class Strategy:
         return getattr(self, "applied", None) or self.group_lrs()
 
     def log_record(self):
-        """Extra fields for this step's metrics line (LLR: per-kind LRs, alphas after a refit)."""
+        """Extra fields for this step's metrics line."""
         return {}
 
     def extra_state(self):
-        """Strategy state outside optimizer and scheduler (filters, phase detectors)."""
+        """Strategy state outside optimizer and scheduler (filters, refit state)."""
         return {}
 
     def load_extra_state(self, sd):
@@ -238,66 +297,95 @@ class Strategy:
             self.scheduler.load_state_dict(sd["scheduler"])
         self.load_extra_state(sd)
 
-    # builders shared by the strategies below
-    def adam_betas(self):
-        b1, b2 = in_range(self.cfg, "beta1", 0, 1), in_range(self.cfg, "beta2", 0, 1)
-        return (b1, b2)
 
-    def sgd(self, groups, momentum=None, lr=None):
-        mu = in_range(self.cfg, "sgd_momentum", 0, 1) if momentum is None else momentum
-        return torch.optim.SGD(groups, lr=self.lr if lr is None else lr, momentum=mu)
-
-    def discriminative_groups(self, model, factor_key="disc_factor", power=1):
-        """Shared groups (norms per depth) with lr = η_top / δ^(power·(K−1−l))."""
-        delta = in_range(self.cfg, factor_key, 0, math.inf, lo_open=True)
-        groups = with_decay(param_groups(model, rest_by_depth=True), self.cfg)
-        ls, K = depth_levels(model, groups, self.cfg["disc_levels"])
-        for g, l in zip(groups, ls):
-            g["lr"], g["level"] = self.lr / delta ** (power * (K - 1 - l)), l
-        return groups, K
+STRATEGIES = {}  # name -> Strategy class, in catalogue order; filled by @register below
 
 
-class WarmupCosine:
-    """LambdaLR multiplier: warmup_cosine of the 1-based update number (LambdaLR counts from 0)."""
-
-    def __init__(self, cfg):
-        self.max_iters, self.warmup, self.min_ratio = cfg["max_iters"], warmup_iters_of(cfg), cfg["min_lr_ratio"]
-
-    def __call__(self, step):
-        return warmup_cosine(step + 1, self.max_iters, self.warmup, self.min_ratio)
-
-
-class Uniform(Strategy):
-    name = "uniform"
-    generation = "baseline"
-    rule = "AdamW, one LR for every group: linear warmup, cosine to min_lr_ratio"
-    reference = "Loshchilov & Hutter, ICLR 2019; Goyal et al. 2017"
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        groups = with_decay(param_groups(model), cfg)
-        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas(), eps=cfg["adam_eps"],
-                                           fused=cfg.get("fused", None) or None)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(cfg))
+def register(name, generation, rule, reference, uses_loss=False, **defaults):
+    """Add a strategy: a function (model, cfg) -> (optimizer, scheduler) or a Strategy subclass."""
+    def add(obj):
+        cls = obj if isinstance(obj, type) else type(name, (Strategy,), {"build": lambda self, m, c: obj(m, c)})
+        cls.name, cls.generation, cls.rule, cls.reference = name, generation, rule, reference
+        cls.defaults, cls.uses_loss = defaults, uses_loss or cls.uses_loss
+        STRATEGIES[name] = cls
+        return obj
+    return add
 
 
-# ----------------------------------------------------------------------------------------------
-# The 18 of "Learning Rate Engineering" (arXiv 2604.27295), in the paper's order. Where the paper
-# gives a rule no schedule (Adam, AdamW, Lion, ...), it runs at constant LR, as the paper ran it.
-# The paper's per-strategy LRs and decays live in eval/strategies.py (PAPER_HPARAMS).
+def hyperparameters():
+    """COMMON and every strategy's own hyperparameter with its default (train.py's config keys)."""
+    merged = dict(COMMON)
+    for cls in STRATEGIES.values():
+        for k, v in cls.defaults.items():
+            if k in merged and merged[k] != v:
+                raise RuntimeError(f"strategies disagree on the default of {k!r}: {merged[k]!r} vs {v!r}")
+            merged[k] = v
+    return merged
 
-SGD_DEFAULTS = {"sgd_momentum": 0.9}
+
+def default_config(**overrides):
+    """A complete strategy config outside train.py (tests, eval/): the defaults plus overrides."""
+    cfg = hyperparameters()
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    return {**cfg, **overrides}
 
 
-class FixedSGD(Strategy):
-    name, generation = "fixed_sgd", "Gen1"
-    rule = "SGD, heavy-ball momentum, coupled L2; constant LR"
-    reference = "Robbins & Monro 1951; Polyak 1964"
-    defaults = SGD_DEFAULTS
+def build(name, model, cfg):
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](model, cfg)
 
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
+
+def update(strategy, it, forward_backward, reduce=None):
+    """One update of any strategy. forward_backward() computes the loss, backpropagates it and returns
+    it detached; SAM calls it again at the perturbed weights. Strategies that read the loss (DALS) get
+    reduce(loss) (under DDP: the mean over ranks). Gradients are cleared afterwards. Returns the loss."""
+    loss = forward_backward()
+
+    def closure():
+        strategy.zero_grad()
+        return forward_backward()
+    strategy.step(it, loss=(reduce(loss) if reduce else loss) if strategy.uses_loss else None, closure=closure)
+    strategy.zero_grad()
+    return loss
+
+
+# builders shared by the strategies below
+
+def adam_args(cfg):
+    return dict(betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["adam_eps"])
+
+
+def adamw(groups, cfg):
+    return torch.optim.AdamW(groups, lr=cfg["learning_rate"], fused=cfg["fused"] or None, **adam_args(cfg))
+
+
+def sgd(groups, cfg):
+    return torch.optim.SGD(groups, lr=cfg["learning_rate"], momentum=cfg["sgd_momentum"])
+
+
+MUON = dict(muon_lr=0.0, muon_momentum=0.95, muon_nesterov=True, muon_ns_steps=5, muon_scale="match_rms_adamw")
+
+
+def muon_adamw(groups, cfg):
+    """Muon on the hidden matrices at muon_lr (0: learning_rate), AdamW on the rest at learning_rate;
+    with match_rms_adamw scaling one LR serves both sides (Moonlight). Sets each group's base_lr."""
+    check(not cfg["fused"], "fused=True is for torch's AdamW; MuonAdamW has no fused kernel: set fused=False")
+    for g in rules.muon_split(groups):
+        g["lr"] = g["base_lr"] = (cfg["muon_lr"] or cfg["learning_rate"]) if g["use_muon"] else cfg["learning_rate"]
+    return rules.MuonAdamW(groups, lr=cfg["learning_rate"], momentum=cfg["muon_momentum"], nesterov=cfg["muon_nesterov"],
+                           ns_steps=cfg["muon_ns_steps"], scale=cfg["muon_scale"], **adam_args(cfg))
+
+
+def discriminative_groups(model, cfg, power=1):
+    """Groups (norms per depth) at η_top / δ^(power·(K−1−l)), δ = disc_factor, with their level l."""
+    groups = decayed_groups(model, cfg, rest_by_depth=True)
+    ls, K = depth_levels(model, groups, cfg["disc_levels"])
+    for g, l in zip(groups, ls):
+        g["lr"], g["level"] = cfg["learning_rate"] / cfg["disc_factor"] ** (power * (K - 1 - l)), l
+    return groups
 
 
 def cosine_eta_min(cfg):
@@ -305,176 +393,125 @@ def cosine_eta_min(cfg):
     return 1e-5 if flag(cfg, "sgdr_t0_steps") else cfg["min_lr_ratio"] * cfg["learning_rate"]
 
 
-class CosineSGD(Strategy):
-    name, generation = "cosine_sgd", "Gen2"
-    rule = "SGD + cosine decay from η to η_min over max_iters (CosineAnnealingLR)"
-    reference = "Loshchilov & Hutter, ICLR 2017"
-    defaults = SGD_DEFAULTS
+# ----------------------------------------------------------------------------------------------
+# The baseline and the 18 of "Learning Rate Engineering" (arXiv 2604.27295), in the paper's order.
+# Where the paper gives a rule and no schedule (Adam, Lion, ...) it runs at constant LR, as the paper ran it.
 
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg["max_iters"],
-                                                                    eta_min=cosine_eta_min(cfg))
+SGD = dict(sgd_momentum=0.9)
+DISC = dict(disc_factor=2.6, disc_levels=0)
+LR_SCHED = torch.optim.lr_scheduler
 
 
-class SGDR(Strategy):
-    name, generation = "sgdr", "Gen2"
-    rule = "SGD + cosine with warm restarts, cycle i lasts T₀·T_mult^i steps (CosineAnnealingWarmRestarts)"
-    reference = "Loshchilov & Hutter, ICLR 2017"
-    defaults = {**SGD_DEFAULTS, "sgdr_t0": 0, "sgdr_t_mult": 2, "sgdr_t0_steps": False, "epoch_iters": 0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        t0 = 10 if flag(cfg, "sgdr_t0_steps") else cfg["sgdr_t0"] if cfg["sgdr_t0"] > 0 else epoch_iters(cfg)
-        check(cfg["sgdr_t_mult"] >= 1 and int(cfg["sgdr_t_mult"]) == cfg["sgdr_t_mult"], f"sgdr_t_mult must be an integer >= 1, got {cfg['sgdr_t_mult']}")
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            self.optimizer, T_0=int(t0), T_mult=int(cfg["sgdr_t_mult"]), eta_min=cosine_eta_min(cfg))
+@register("uniform", "baseline", "AdamW, one LR for every group: linear warmup, cosine to min_lr_ratio",
+          "Loshchilov & Hutter, ICLR 2019; Goyal et al. 2017")
+def uniform(model, cfg):
+    opt = adamw(decayed_groups(model, cfg), cfg)
+    return opt, warmup_cosine_lr(opt, cfg)
 
 
-class Adam(Strategy):
-    name, generation = "adam", "Gen3"
-    rule = "Adam, bias-corrected moments, coupled L2 (weight_decay; the paper used 0); constant LR"
-    reference = "Kingma & Ba, ICLR 2015"
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = torch.optim.Adam(with_decay(param_groups(model), cfg), lr=self.lr, betas=self.adam_betas(), eps=cfg["adam_eps"])
+@register("fixed_sgd", "Gen1", "SGD, heavy-ball momentum, coupled L2; constant LR", "Robbins & Monro 1951; Polyak 1964", **SGD)
+def fixed_sgd(model, cfg):
+    return sgd(decayed_groups(model, cfg), cfg), None
 
 
-class AdamW(Strategy):
-    name, generation = "adamw", "Gen3"
-    rule = "Adam + decoupled weight decay; constant LR"
-    reference = "Loshchilov & Hutter, ICLR 2019"
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = torch.optim.AdamW(with_decay(param_groups(model), cfg), lr=self.lr, betas=self.adam_betas(), eps=cfg["adam_eps"])
+@register("cosine_sgd", "Gen2", "SGD + cosine decay from η to η_min over max_iters (CosineAnnealingLR)",
+          "Loshchilov & Hutter, ICLR 2017", **SGD)
+def cosine_sgd(model, cfg):
+    opt = sgd(decayed_groups(model, cfg), cfg)
+    return opt, LR_SCHED.CosineAnnealingLR(opt, T_max=cfg["max_iters"], eta_min=cosine_eta_min(cfg))
 
 
-class AdaBoundStrategy(Strategy):
-    name, generation = "adabound", "Gen3"
-    rule = "Adam step clipped per coordinate to bounds converging to final_lr (Adam → SGD); constant LR"
-    reference = "Luo, Xiong, Liu, Sun, ICLR 2019"
-    defaults = {"adabound_final_lr": 0.01, "adabound_gamma": 1e-3}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        final = in_range(cfg, "adabound_final_lr", 0, math.inf, lo_open=True)
-        gamma = in_range(cfg, "adabound_gamma", 0, math.inf, lo_open=True)
-        self.optimizer = AdaBound(with_decay(param_groups(model), cfg), lr=self.lr, betas=self.adam_betas(),
-                                  final_lr=final, gamma=gamma, eps=cfg["adam_eps"])
+@register("sgdr", "Gen2", "SGD + cosine with warm restarts, cycle i lasts T₀·T_mult^i steps (CosineAnnealingWarmRestarts)",
+          "Loshchilov & Hutter, ICLR 2017", **SGD, sgdr_t0=0, sgdr_t_mult=2, sgdr_t0_steps=False, epoch_iters=0)
+def sgdr(model, cfg):
+    t0 = 10 if flag(cfg, "sgdr_t0_steps") else cfg["sgdr_t0"] or epoch_iters(cfg)
+    opt = sgd(decayed_groups(model, cfg), cfg)
+    return opt, LR_SCHED.CosineAnnealingWarmRestarts(opt, T_0=t0, T_mult=cfg["sgdr_t_mult"], eta_min=cosine_eta_min(cfg))
 
 
-class LARSStrategy(Strategy):
-    name, generation = "lars", "Gen4"
-    rule = "momentum SGD with a per-tensor trust ratio ‖w‖/(‖g‖+λ‖w‖); 1-D tensors excluded; constant LR"
-    reference = "You, Gitman, Ginsburg 2017, arXiv 1708.03888"
-    defaults = {**SGD_DEFAULTS, "lars_trust": 0.001, "lars_ref": False}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        ref = flag(cfg, "lars_ref")
-        trust = 0.02 if ref else in_range(cfg, "lars_trust", 0, math.inf, lo_open=True)
-        groups = param_groups(model)
-        for g in groups:  # LARS owns its exclusions (ndim < 2); the reference decays everything
-            g["weight_decay"] = cfg["weight_decay"]
-        self.optimizer = LARS(groups, lr=self.lr, momentum=in_range(cfg, "sgd_momentum", 0, 1),
-                              trust=trust, reference=ref)
+@register("adam", "Gen3", "Adam, bias-corrected moments, coupled L2 (weight_decay; the paper used 0); constant LR",
+          "Kingma & Ba, ICLR 2015")
+def adam(model, cfg):
+    return torch.optim.Adam(decayed_groups(model, cfg), lr=cfg["learning_rate"], **adam_args(cfg)), None
 
 
-class Discriminative(Strategy):
-    name, generation = "discriminative", "Gen4"
-    rule = "SGD, level l of K gets η/δ^(K−1−l) (input layers slower), δ 2.6; constant LR"
-    reference = "Howard & Ruder (ULMFiT), ACL 2018"
-    defaults = {**SGD_DEFAULTS, "disc_factor": 2.6, "disc_levels": 0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        groups, _ = self.discriminative_groups(model)
-        self.optimizer = self.sgd(groups)
+@register("adamw", "Gen3", "Adam + decoupled weight decay; constant LR", "Loshchilov & Hutter, ICLR 2019")
+def adamw_constant(model, cfg):
+    return torch.optim.AdamW(decayed_groups(model, cfg), lr=cfg["learning_rate"], **adam_args(cfg)), None
 
 
-class RAdam(Strategy):
-    name, generation = "radam", "Gen5"
-    rule = "Adam with variance rectification r_t (plain momentum while ρ_t ≤ 5); constant LR"
-    reference = "Liu, Jiang, He, Chen, Liu, Gao, Han, ICLR 2020"
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = torch.optim.RAdam(with_decay(param_groups(model), cfg), lr=self.lr, betas=self.adam_betas(),
-                                           eps=cfg["adam_eps"], decoupled_weight_decay=True)
+@register("adabound", "Gen3", "Adam step clipped per coordinate to bounds converging to final_lr (Adam → SGD); constant LR",
+          "Luo, Xiong, Liu, Sun, ICLR 2019", adabound_final_lr=0.01, adabound_gamma=1e-3)
+def adabound(model, cfg):
+    return rules.AdaBound(decayed_groups(model, cfg), lr=cfg["learning_rate"], final_lr=cfg["adabound_final_lr"],
+                          gamma=cfg["adabound_gamma"], **adam_args(cfg)), None
 
 
-class LionStrategy(Strategy):
-    name, generation = "lion", "Gen5"
-    rule = "w ← w − η(sign(β₁m + (1−β₁)g) + λw); m ← β₂m + (1−β₂)g; constant LR"
-    reference = "Chen, Liang, Huang, Real, ..., Le, NeurIPS 2023"
-    defaults = {"lion_beta1": 0.9, "lion_beta2": 0.99}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        betas = (in_range(cfg, "lion_beta1", 0, 1), in_range(cfg, "lion_beta2", 0, 1))
-        self.optimizer = Lion(with_decay(param_groups(model), cfg), lr=self.lr, betas=betas)
+@register("lars", "Gen4", "momentum SGD with a per-tensor trust ratio ‖w‖/(‖g‖+λ‖w‖); 1-D tensors excluded; constant LR",
+          "You, Gitman, Ginsburg 2017, arXiv 1708.03888", **SGD, lars_trust=0.001, lars_ref=False)
+def lars(model, cfg):
+    ref = flag(cfg, "lars_ref")  # LARS owns its exclusions (ndim < 2); the reference decays everything
+    return rules.LARS(decayed_groups(model, cfg, decay_all=True), lr=cfg["learning_rate"], momentum=cfg["sgd_momentum"],
+                      trust=0.02 if ref else cfg["lars_trust"], reference=ref), None
 
 
-class LookaheadAdamW(Strategy):
-    name, generation = "lookahead_adamw", "Gen5"
-    rule = "AdamW fast weights; every k steps slow ← slow + α(fast − slow), fast ← slow; constant LR"
-    reference = "Zhang, Lucas, Hinton, Ba, NeurIPS 2019"
-    defaults = {"lookahead_k": 5, "lookahead_alpha": 0.5, "lookahead_lazy_slow": False}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        check(cfg["lookahead_k"] >= 1, f"lookahead_k must be >= 1, got {cfg['lookahead_k']}")
-        alpha = in_range(cfg, "lookahead_alpha", 0, 1, lo_open=True, hi_open=False)
-        inner = torch.optim.AdamW(with_decay(param_groups(model), cfg), lr=self.lr, betas=self.adam_betas(), eps=cfg["adam_eps"])
-        self.optimizer = Lookahead(inner, k=int(cfg["lookahead_k"]), alpha=alpha, lazy=flag(cfg, "lookahead_lazy_slow"))
+@register("discriminative", "Gen4", "SGD, level l of K gets η/δ^(K−1−l) (input layers slower), δ 2.6; constant LR",
+          "Howard & Ruder (ULMFiT), ACL 2018", **SGD, **DISC)
+def discriminative(model, cfg):
+    return sgd(discriminative_groups(model, cfg), cfg), None
 
 
+@register("radam", "Gen5", "Adam with variance rectification r_t (plain momentum while ρ_t ≤ 5); constant LR",
+          "Liu, Jiang, He, Chen, Liu, Gao, Han, ICLR 2020")
+def radam(model, cfg):
+    return torch.optim.RAdam(decayed_groups(model, cfg), lr=cfg["learning_rate"], decoupled_weight_decay=True,
+                             **adam_args(cfg)), None
+
+
+@register("lion", "Gen5", "w ← w − η(sign(β₁m + (1−β₁)g) + λw); m ← β₂m + (1−β₂)g; constant LR",
+          "Chen, Liang, Huang, Real, ..., Le, NeurIPS 2023", lion_beta1=0.9, lion_beta2=0.99)
+def lion(model, cfg):
+    return rules.Lion(decayed_groups(model, cfg), lr=cfg["learning_rate"], betas=(cfg["lion_beta1"], cfg["lion_beta2"])), None
+
+
+@register("lookahead_adamw", "Gen5", "AdamW fast weights; every k steps slow ← slow + α(fast − slow), fast ← slow; constant LR",
+          "Zhang, Lucas, Hinton, Ba, NeurIPS 2019", lookahead_k=5, lookahead_alpha=0.5, lookahead_lazy_slow=False)
+def lookahead_adamw(model, cfg):
+    inner = torch.optim.AdamW(decayed_groups(model, cfg), lr=cfg["learning_rate"], **adam_args(cfg))
+    return rules.Lookahead(inner, k=cfg["lookahead_k"], alpha=cfg["lookahead_alpha"], lazy=flag(cfg, "lookahead_lazy_slow")), None
+
+
+@register("sam", "Gen5", "SGD on the gradient at w + ρg/‖g‖ (ASAM with sam_adaptive); constant LR",
+          "Foret, Kleiner, Mobahi, Neyshabur, ICLR 2021; ASAM: Kwon, Kim, Park, Choi, ICML 2021",
+          **SGD, sam_rho=0.05, sam_adaptive=False)
 class SAM(Strategy):
     """Two forward-backward passes per step: the loop's gradient at w gives the ascent direction,
     closure() recomputes every micro-step at w + e, the base SGD step uses that gradient at w."""
-    name, generation = "sam", "Gen5"
-    rule = "SGD on the gradient at w + ρg/‖g‖ (ASAM with sam_adaptive); constant LR"
-    reference = "Foret, Kleiner, Mobahi, Neyshabur, ICLR 2021; ASAM: Kwon, Kim, Park, Choi, ICML 2021"
-    defaults = {**SGD_DEFAULTS, "sam_rho": 0.05, "sam_adaptive": False}
 
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.rho = in_range(cfg, "sam_rho", 0, math.inf, lo_open=True)
-        self.adaptive = flag(cfg, "sam_adaptive")
-        self.optimizer = self.sgd(self.groups(model))
+    def build(self, model, cfg):
+        return sgd(self.groups(model, cfg), cfg), None
 
-    def groups(self, model):
-        return with_decay(param_groups(model), self.cfg)
+    def groups(self, model, cfg):
+        return decayed_groups(model, cfg)
 
     def step(self, it, loss=None, closure=None):
         if closure is None:
             raise RuntimeError(f"{self.name} needs closure(): it recomputes the loss and gradients at the perturbed weights")
-        eps = sam_perturb(self.params, self.rho, self.adaptive)
+        eps = rules.sam_perturb(self.params, self.cfg["sam_rho"], flag(self.cfg, "sam_adaptive"))
         closure()
-        sam_restore(self.params, eps)
+        rules.sam_restore(self.params, eps)
         super().step(it)
 
 
+@register("grokfast", "Gen5", "SGD on g + λ·EMA(g) (slow-gradient amplification), filter before clipping; constant LR",
+          "Lee, Kang, Kim, Lee 2024, arXiv 2405.20233", **SGD, grokfast_alpha=0.98, grokfast_lamb=2.0, grokfast_ref=False)
 class Grokfast(Strategy):
-    name, generation = "grokfast", "Gen5"
-    rule = "SGD on g + λ·EMA(g) (slow-gradient amplification), filter before clipping; constant LR"
-    reference = "Lee, Kang, Kim, Lee 2024, arXiv 2405.20233"
-    defaults = {**SGD_DEFAULTS, "grokfast_alpha": 0.98, "grokfast_lamb": 2.0, "grokfast_ref": False}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        alpha = in_range(cfg, "grokfast_alpha", 0, 1)
-        mu = in_range(cfg, "sgd_momentum", 0, 1)
+    def build(self, model, cfg):
         if flag(cfg, "grokfast_ref"):  # zero-init EMA, λ 1, dampened momentum, decay after the step
-            self.filter = GrokfastEMA(self.params, alpha, 1.0, zero_init=True)
-            self.optimizer = DampenedSGD(with_decay(param_groups(model), cfg), lr=self.lr, momentum=mu)
-        else:
-            self.filter = GrokfastEMA(self.params, alpha, in_range(cfg, "grokfast_lamb", 0, math.inf))
-            self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
+            self.filter = rules.GrokfastEMA(self.params, cfg["grokfast_alpha"], 1.0, zero_init=True)
+            return rules.DampenedSGD(decayed_groups(model, cfg), lr=self.lr, momentum=cfg["sgd_momentum"]), None
+        self.filter = rules.GrokfastEMA(self.params, cfg["grokfast_alpha"], cfg["grokfast_lamb"])
+        return sgd(decayed_groups(model, cfg), cfg), None
 
     def step(self, it, loss=None, closure=None):
         self.filter.apply()
@@ -487,105 +524,85 @@ class Grokfast(Strategy):
         self.filter.load_state_dict(sd["filter"])
 
 
-class STLRDiscriminative(Strategy):
-    name, generation = "stlr_discriminative", "Gen5"
-    rule = "discriminative levels × slanted triangular LR: linear up for cut_frac·T, linear down, ratio 32"
-    reference = "Howard & Ruder (ULMFiT), ACL 2018"
-    defaults = {**SGD_DEFAULTS, "disc_factor": 2.6, "disc_levels": 0, "stlr_cut_frac": 0.1, "stlr_ratio": 32.0,
-                "stlr_double_decay": False, "stlr_per_epoch": False, "epoch_iters": 0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        cut_frac = in_range(cfg, "stlr_cut_frac", 0, 1, lo_open=True)
-        ratio = in_range(cfg, "stlr_ratio", 1, math.inf)
-        T = cfg["max_iters"]
-        single, _ = self.discriminative_groups(model)
-        peak = [g["lr"] for g in single]
-        if flag(cfg, "stlr_double_decay"):  # the reference divides by δ twice
-            peak = [self.lr / (self.lr / p) ** 2 for p in peak]
-        groups = single
-        if flag(cfg, "stlr_per_epoch"):
-            # reference: stepped S times at each epoch's end, so LR is constant within an epoch and
-            # epoch 1 runs at the single-decayed peak, epoch e >= 2 at the peak × stlr((e−1)S)
-            S = epoch_iters(cfg)
-            fns = [lambda s, r=pk / g["lr"]: 1.0 if s < S else r * stlr((s // S) * S, T, cut_frac, ratio)
-                   for g, pk in zip(groups, peak)]
-        else:
-            for g, pk in zip(groups, peak):
-                g["lr"] = pk
-            fns = lambda s: stlr(s, T, cut_frac, ratio)
-        self.optimizer = self.sgd(groups)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, fns)
+@register("stlr_discriminative", "Gen5", "discriminative levels × slanted triangular LR: linear up for cut_frac·T, linear down, ratio 32",
+          "Howard & Ruder (ULMFiT), ACL 2018", **SGD, **DISC, stlr_cut_frac=0.1, stlr_ratio=32.0,
+          stlr_double_decay=False, stlr_per_epoch=False, epoch_iters=0)
+def stlr_discriminative(model, cfg):
+    T, cut_frac, ratio, lr = cfg["max_iters"], cfg["stlr_cut_frac"], cfg["stlr_ratio"], cfg["learning_rate"]
+    groups = discriminative_groups(model, cfg)
+    peak = [g["lr"] for g in groups]
+    if flag(cfg, "stlr_double_decay"):  # the reference divides by δ twice
+        peak = [lr / (lr / p) ** 2 for p in peak]
+    if flag(cfg, "stlr_per_epoch"):
+        # reference: stepped S times at each epoch's end, so LR is constant within an epoch and
+        # epoch 1 runs at the single-decayed peak, epoch e >= 2 at the peak × stlr((e−1)S)
+        S = epoch_iters(cfg)
+        fns = [lambda s, r=pk / g["lr"]: 1.0 if s < S else r * stlr((s // S) * S, T, cut_frac, ratio)
+               for g, pk in zip(groups, peak)]
+    else:
+        for g, pk in zip(groups, peak):
+            g["lr"] = pk
+        fns = lambda s: stlr(s, T, cut_frac, ratio)
+    opt = sgd(groups, cfg)
+    return opt, LR_SCHED.LambdaLR(opt, fns)
 
 
+@register("sam_discriminative", "SOTA", "SAM (ASAM with sam_adaptive) around discriminative-LR SGD; constant LR",
+          "Foret et al. 2021 + Howard & Ruder 2018 (paper's combination)", **SGD, **DISC, sam_rho=0.05, sam_adaptive=False)
 class SAMDiscriminative(SAM):
-    name, generation = "sam_discriminative", "SOTA"
-    rule = "SAM (ASAM with sam_adaptive) around discriminative-LR SGD; constant LR"
-    reference = "Foret et al. 2021 + Howard & Ruder 2018 (paper's combination)"
-    defaults = {**SGD_DEFAULTS, "sam_rho": 0.05, "sam_adaptive": False, "disc_factor": 2.6, "disc_levels": 0}
-
-    def groups(self, model):
-        return self.discriminative_groups(model)[0]
+    def groups(self, model, cfg):
+        return discriminative_groups(model, cfg)
 
 
-class DALSStrategy(Strategy):
-    """DALS and its two variants; the optimizer sets every group's LR itself from its step counter."""
-    name, generation = "dals", "SOTA"
-    rule = "SGD on depth-blended g/EMA(g) with loss-phase EMA rate, clamped trust ratio; warmup + cosine"
-    reference = "Yao et al., arXiv 2604.27295"
-    uses_loss = True
-    defaults = {"dals_alpha0": 0.6, "dals_tau2": 0.002, "dals_momentum": 0.9, "dals_warmup_frac": 0.05,
-                "dals_trust": 0.02, "dals_zero_first_lr": False, "dals_min_dwell": 0, "dals_exclude_1d": False,
-                "dals_decoupled_wd": False}
-    variant = "dals"
+DALS_KEYS = dict(dals_alpha0=0.6, dals_tau2=0.002, dals_momentum=0.9, dals_warmup_frac=0.05, dals_trust=0.02,
+                 dals_zero_first_lr=False, dals_min_dwell=0, dals_exclude_1d=False, dals_decoupled_wd=False)
+
+
+@register("dals", "SOTA", "SGD on depth-blended g/EMA(g) with loss-phase EMA rate, clamped trust ratio; warmup + cosine",
+          "Yao et al., arXiv 2604.27295", uses_loss=True, **DALS_KEYS)
+class DALS(Strategy):
+    """DALS and its two variants: rules.DALS with every group's LR set here from the schedule."""
     keys = dict(alpha0="dals_alpha0", tau2="dals_tau2", momentum="dals_momentum", warmup="dals_warmup_frac")
 
-    def first_cycle(self, cfg):
-        return 0
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
+    def build(self, model, cfg):
         k = self.keys
-        alpha0, mu = in_range(cfg, k["alpha0"], 0, 1), in_range(cfg, k["momentum"], 0, 1)
-        tau2 = in_range(cfg, k["tau2"], 0, math.inf, lo_open=True)
-        warmup = in_range(cfg, k["warmup"], 0, 1) if k["warmup"] else 0.0
-        t0 = self.first_cycle(cfg)
-        trust = in_range(cfg, "dals_trust", 0, math.inf, lo_open=True)
-        check(cfg["dals_min_dwell"] >= 0, f"dals_min_dwell must be >= 0, got {cfg['dals_min_dwell']}")
-        groups = param_groups(model, rest_by_depth=True)
-        for g in groups:  # coupled L2 on everything, as the paper (dals_exclude_1d to spare norms)
-            g["weight_decay"] = cfg["weight_decay"]
-        self.optimizer = DALS(groups, lr=self.lr, max_iters=cfg["max_iters"], variant=self.variant, momentum=mu,
-                              alpha0=alpha0, tau2=tau2, trust=trust, weight_decay=cfg["weight_decay"],
-                              warmup_frac=warmup, t0=t0, zero_first_lr=flag(cfg, "dals_zero_first_lr"),
-                              min_dwell=cfg["dals_min_dwell"], exclude_1d=cfg["dals_exclude_1d"],
-                              decoupled=cfg["dals_decoupled_wd"])
+        self.warmup = int(cfg[k["warmup"]] * cfg["max_iters"]) if k["warmup"] else 0
+        groups = decayed_groups(model, cfg, rest_by_depth=True, decay_all=True)  # coupled L2 on everything, as the paper
+        return rules.DALS(groups, lr=self.lr, variant=self.name, momentum=cfg[k["momentum"]], alpha0=cfg[k["alpha0"]],
+                          tau2=cfg[k["tau2"]], trust=cfg["dals_trust"], weight_decay=cfg["weight_decay"],
+                          min_dwell=cfg["dals_min_dwell"], exclude_1d=cfg["dals_exclude_1d"],
+                          decoupled=cfg["dals_decoupled_wd"]), None
+
+    def scale(self, it):
+        """warmup_cosine of the update number; the reference evaluates it at the 0-based step (first LR 0)."""
+        t = it if flag(self.cfg, "dals_zero_first_lr") else it + 1
+        return warmup_cosine(t, self.max_iters, self.warmup, 0.0)
 
     def step(self, it, loss=None, closure=None):
         if loss is not None:
             self.optimizer.observe(loss)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr * self.scale(it)
         super().step(it)
 
     def phase(self):
         return self.optimizer.glob["phase"]
 
 
-class DALSFast(DALSStrategy):
-    name, variant = "dals_fast", "dals_fast"
-    rule = "DALS with raw gradient in phase 0, μ 0.85, short warmup"
-    defaults = {**DALSStrategy.defaults, "dals_fast_momentum": 0.85, "dals_fast_warmup_frac": 0.02}
+@register("dals_fast", "SOTA", "DALS with raw gradient in phase 0, μ 0.85, short warmup", "Yao et al., arXiv 2604.27295",
+          uses_loss=True, **DALS_KEYS, dals_fast_momentum=0.85, dals_fast_warmup_frac=0.02)
+class DALSFast(DALS):
     keys = dict(alpha0="dals_alpha0", tau2="dals_tau2", momentum="dals_fast_momentum", warmup="dals_fast_warmup_frac")
 
 
-class DALSAcc(DALSStrategy):
-    name, variant = "dals_acc", "dals_acc"
-    rule = "DALS with α₀ 0.7, τ₂ 0.001 and SGDR (T₀ = 10 epochs, doubling) instead of warmup + cosine"
-    defaults = {**DALSStrategy.defaults, "dals_acc_alpha0": 0.7, "dals_acc_tau2": 0.001, "dals_acc_t0": 0, "epoch_iters": 0}
-
+@register("dals_acc", "SOTA", "DALS with α₀ 0.7, τ₂ 0.001 and warm restarts (T₀ = 10 epochs, doubling) instead of warmup + cosine",
+          "Yao et al., arXiv 2604.27295", uses_loss=True, **DALS_KEYS, dals_acc_alpha0=0.7, dals_acc_tau2=0.001,
+          dals_acc_t0=0, epoch_iters=0)
+class DALSAcc(DALS):
     keys = dict(alpha0="dals_acc_alpha0", tau2="dals_acc_tau2", momentum="dals_momentum", warmup=None)
 
-    def first_cycle(self, cfg):
-        return cfg["dals_acc_t0"] if cfg["dals_acc_t0"] > 0 else 10 * epoch_iters(cfg)
+    def scale(self, it):
+        return warm_restarts(it + 1, self.cfg["dals_acc_t0"] or 10 * epoch_iters(self.cfg))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -593,258 +610,326 @@ class DALSAcc(DALSStrategy):
 # frames them; the rule-only extras run at constant LR.
 
 
-class StepDecay(Strategy):
-    name, generation = "step_decay", "extra"
-    rule = "SGD, η·γ^⌊t/every⌋, γ 0.1, every max_iters/3 by default (StepLR)"
-    reference = "Krizhevsky et al. 2012; He et al. 2016"
-    defaults = {**SGD_DEFAULTS, "step_decay_gamma": 0.1, "step_decay_every": 0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        gamma = in_range(cfg, "step_decay_gamma", 0, 1, lo_open=True, hi_open=False)
-        every = cfg["step_decay_every"] if cfg["step_decay_every"] > 0 else max(1, cfg["max_iters"] // 3)
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=int(every), gamma=gamma)
+@register("step_decay", "extra", "SGD, η·γ^⌊t/every⌋, γ 0.1, every max_iters/3 by default (StepLR)",
+          "Krizhevsky et al. 2012; He et al. 2016", **SGD, step_decay_gamma=0.1, step_decay_every=0)
+def step_decay(model, cfg):
+    opt = sgd(decayed_groups(model, cfg), cfg)
+    every = cfg["step_decay_every"] or max(1, cfg["max_iters"] // 3)
+    return opt, LR_SCHED.StepLR(opt, step_size=every, gamma=cfg["step_decay_gamma"])
 
 
-class ExponentialDecay(Strategy):
-    name, generation = "exponential", "extra"
-    rule = "SGD, η·γ^t; γ 0 means min_lr_ratio^(1/max_iters) (ExponentialLR)"
-    reference = "classical; see Bengio 2012"
-    defaults = {**SGD_DEFAULTS, "exp_decay_gamma": 0.0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        gamma = cfg["exp_decay_gamma"] or cfg["min_lr_ratio"] ** (1 / cfg["max_iters"])
-        check(0 < gamma <= 1, f"exp_decay_gamma must be in (0, 1], got {gamma}")
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
+@register("exponential", "extra", "SGD, η·γ^t; γ 0 means min_lr_ratio^(1/max_iters) (ExponentialLR)",
+          "classical; see Bengio 2012", **SGD, exp_decay_gamma=0.0)
+def exponential(model, cfg):
+    gamma = cfg["exp_decay_gamma"] or cfg["min_lr_ratio"] ** (1 / cfg["max_iters"])
+    check(gamma > 0, "exp_decay_gamma 0 derives γ from min_lr_ratio, which must then be > 0")
+    opt = sgd(decayed_groups(model, cfg), cfg)
+    return opt, LR_SCHED.ExponentialLR(opt, gamma=gamma)
 
 
-class WarmupCosineSGD(Strategy):
-    name, generation = "warmup_cosine", "extra"
-    rule = "SGD, nanoGPT ramp η(t+1)/(W+1), then cosine to min_lr_ratio·η (LambdaLR)"
-    reference = "Goyal et al. 2017 + Loshchilov & Hutter 2017"
-    defaults = SGD_DEFAULTS
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        W, T, floor = warmup_iters_of(cfg), cfg["max_iters"], cfg["min_lr_ratio"]
-
-        def fn(t):
-            if t < W:
-                return (t + 1) / (W + 1)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min((t - W) / max(1, T - W), 1.0)))
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, fn)
+@register("warmup_cosine", "extra", "SGD, linear warmup t/W, then cosine to min_lr_ratio·η (LambdaLR)",
+          "Goyal et al. 2017 + Loshchilov & Hutter 2017", **SGD)
+def warmup_cosine_sgd(model, cfg):
+    opt = sgd(decayed_groups(model, cfg), cfg)
+    return opt, warmup_cosine_lr(opt, cfg)
 
 
-class Cyclical(Strategy):
-    name, generation = "cyclical", "extra"
-    rule = "SGD, triangular cycles between min_lr_ratio·η and η, momentum cycled inversely (CyclicLR)"
-    reference = "Smith, WACV 2017"
-    defaults = {**SGD_DEFAULTS, "cyclic_half": 0, "cyclic_mode": "triangular"}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        check(cfg["cyclic_mode"] in ("triangular", "triangular2", "exp_range"), f"cyclic_mode must be triangular, triangular2 or exp_range, got {cfg['cyclic_mode']!r}")
-        half = cfg["cyclic_half"] if cfg["cyclic_half"] > 0 else max(1, cfg["max_iters"] // 8)
-        mu = in_range(cfg, "sgd_momentum", 0, 1)
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.CyclicLR(
-            self.optimizer, base_lr=cfg["min_lr_ratio"] * self.lr, max_lr=self.lr, step_size_up=int(half),
-            mode=cfg["cyclic_mode"], base_momentum=min(0.8, mu), max_momentum=mu)
+@register("cyclical", "extra", "SGD, triangular cycles between min_lr_ratio·η and η, momentum cycled inversely (CyclicLR)",
+          "Smith, WACV 2017", **SGD, cyclic_half=0, cyclic_mode="triangular")
+def cyclical(model, cfg):
+    opt, mu = sgd(decayed_groups(model, cfg), cfg), cfg["sgd_momentum"]
+    return opt, LR_SCHED.CyclicLR(opt, base_lr=cfg["min_lr_ratio"] * cfg["learning_rate"], max_lr=cfg["learning_rate"],
+                                  step_size_up=cfg["cyclic_half"] or max(1, cfg["max_iters"] // 8), mode=cfg["cyclic_mode"],
+                                  base_momentum=min(0.8, mu), max_momentum=mu)
 
 
-class OneCycle(Strategy):
-    name, generation = "one_cycle", "extra"
-    rule = "SGD, one cycle: cosine up to η over 30 %, down to η/(25·1e4), momentum inverse (OneCycleLR)"
-    reference = "Smith 2018; Smith & Topin 2019"
-    defaults = {**SGD_DEFAULTS, "onecycle_pct": 0.3, "onecycle_div": 25.0, "onecycle_final_div": 1e4}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        pct = in_range(cfg, "onecycle_pct", 0, 1, lo_open=True)
-        div = in_range(cfg, "onecycle_div", 0, math.inf, lo_open=True)
-        fdiv = in_range(cfg, "onecycle_final_div", 0, math.inf, lo_open=True)
-        mu = in_range(cfg, "sgd_momentum", 0, 1)
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=self.lr, total_steps=cfg["max_iters"], pct_start=pct, div_factor=div,
-            final_div_factor=fdiv, base_momentum=min(0.85, mu), max_momentum=mu)
-
-    def advance(self):
-        # OneCycleLR raises past total_steps; the loop's last update needs no next LR
-        if self.scheduler.last_epoch < self.scheduler.total_steps - 1:
-            self.scheduler.step()
+@register("one_cycle", "extra", "SGD, one cycle: cosine up to η over 30 %, down to η/(25·1e4), momentum inverse (OneCycleLR)",
+          "Smith 2018; Smith & Topin 2019", **SGD, onecycle_pct=0.3, onecycle_div=25.0, onecycle_final_div=1e4)
+def one_cycle(model, cfg):
+    opt, mu = sgd(decayed_groups(model, cfg), cfg), cfg["sgd_momentum"]
+    return opt, LR_SCHED.OneCycleLR(opt, max_lr=cfg["learning_rate"], total_steps=cfg["max_iters"], pct_start=cfg["onecycle_pct"],
+                                    div_factor=cfg["onecycle_div"], final_div_factor=cfg["onecycle_final_div"],
+                                    base_momentum=min(0.85, mu), max_momentum=mu)
 
 
-class AdaGrad(Strategy):
-    name, generation = "adagrad", "extra"
-    rule = "per-coordinate η/√(Σg²); constant LR"
-    reference = "Duchi, Hazan, Singer, JMLR 2011"
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = torch.optim.Adagrad(with_decay(param_groups(model), cfg), lr=self.lr, eps=1e-10)
+@register("adagrad", "extra", "per-coordinate η/√(Σg²); constant LR", "Duchi, Hazan, Singer, JMLR 2011")
+def adagrad(model, cfg):
+    return torch.optim.Adagrad(decayed_groups(model, cfg), lr=cfg["learning_rate"], eps=1e-10), None
 
 
-class RMSProp(Strategy):
-    name, generation = "rmsprop", "extra"
-    rule = "η·g/(√EMA(g²) + ε), EMA rate 0.99; constant LR"
-    reference = "Tieleman & Hinton 2012 (Coursera lecture 6.5)"
-    defaults = {"rmsprop_alpha": 0.99}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        alpha = in_range(cfg, "rmsprop_alpha", 0, 1)
-        self.optimizer = torch.optim.RMSprop(with_decay(param_groups(model), cfg), lr=self.lr, alpha=alpha, eps=cfg["adam_eps"])
+@register("rmsprop", "extra", "η·g/(√EMA(g²) + ε), EMA rate 0.99; constant LR", "Tieleman & Hinton 2012 (Coursera lecture 6.5)",
+          rmsprop_alpha=0.99)
+def rmsprop(model, cfg):
+    return torch.optim.RMSprop(decayed_groups(model, cfg), lr=cfg["learning_rate"], alpha=cfg["rmsprop_alpha"],
+                               eps=cfg["adam_eps"]), None
 
 
-class LAMBStrategy(Strategy):
-    name, generation = "lamb", "extra"
-    rule = "Adam step + λw, scaled per tensor by ‖w‖/‖u‖; 1-D tensors excluded; constant LR"
-    reference = "You et al., ICLR 2020"
-    defaults = {"lamb_eps": 1e-6}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        eps = in_range(cfg, "lamb_eps", 0, math.inf, lo_open=True)
-        groups = param_groups(model)
-        for g in groups:  # LAMB owns its exclusions (ndim < 2)
-            g["weight_decay"] = cfg["weight_decay"]
-        self.optimizer = LAMB(groups, lr=self.lr, betas=self.adam_betas(), eps=eps)
+@register("lamb", "extra", "Adam step + λw, scaled per tensor by ‖w‖/‖u‖; 1-D tensors excluded; constant LR",
+          "You et al., ICLR 2020", lamb_eps=1e-6)
+def lamb(model, cfg):  # LAMB owns its exclusions (ndim < 2)
+    return rules.LAMB(decayed_groups(model, cfg, decay_all=True), lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
+                      eps=cfg["lamb_eps"]), None
 
 
-class AdafactorStrategy(Strategy):
-    name, generation = "adafactor", "extra"
-    rule = "factored second moments (row/column), relative step off; constant LR (torch Adafactor)"
-    reference = "Shazeer & Stern, ICML 2018"
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        self.optimizer = torch.optim.Adafactor(with_decay(param_groups(model), cfg), lr=self.lr)
+@register("adafactor", "extra", "factored second moments (row/column), relative step off; constant LR (torch Adafactor)",
+          "Shazeer & Stern, ICML 2018")
+def adafactor(model, cfg):
+    return torch.optim.Adafactor(decayed_groups(model, cfg), lr=cfg["learning_rate"]), None
 
 
-class LayerwiseDecay(Strategy):
-    name, generation = "llrd", "extra"
-    rule = "AdamW, level l of K gets η·ξ^(K−1−l), ξ 0.95; constant LR"
-    reference = "Sun, Qiu, Xu, Huang 2019"
-    defaults = {"llrd_xi": 0.95, "disc_levels": 0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        xi = in_range(cfg, "llrd_xi", 0, 1, lo_open=True, hi_open=False)
-        groups = with_decay(param_groups(model, rest_by_depth=True), cfg)
-        ls, K = depth_levels(model, groups, cfg["disc_levels"])
-        for g, l in zip(groups, ls):
-            g["lr"] = self.lr * xi ** (K - 1 - l)
-        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas(), eps=cfg["adam_eps"])
+@register("llrd", "extra", "AdamW, level l of K gets η·ξ^(K−1−l), ξ 0.95; constant LR", "Sun, Qiu, Xu, Huang 2019",
+          llrd_xi=0.95, disc_levels=0)
+def llrd(model, cfg):
+    groups = decayed_groups(model, cfg, rest_by_depth=True)
+    ls, K = depth_levels(model, groups, cfg["disc_levels"])
+    for g, l in zip(groups, ls):
+        g["lr"] = cfg["learning_rate"] * cfg["llrd_xi"] ** (K - 1 - l)
+    return torch.optim.AdamW(groups, lr=cfg["learning_rate"], **adam_args(cfg)), None
 
 
-class GradualUnfreezing(Strategy):
-    name, generation = "gradual_unfreezing", "extra"
-    rule = "AdamW; top level trains first, one more level every unfreeze_every steps (frozen = LR 0)"
-    reference = "Howard & Ruder (ULMFiT), ACL 2018"
-    defaults = {"unfreeze_every": 0, "disc_levels": 0, "epoch_iters": 0}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        every = cfg["unfreeze_every"] if cfg["unfreeze_every"] > 0 else epoch_iters(cfg)
-        groups = with_decay(param_groups(model, rest_by_depth=True), cfg)
-        ls, K = depth_levels(model, groups, cfg["disc_levels"])
-        # LR 0 rather than requires_grad toggling: no DDP unused-parameter errors, no recompiles
-        fns = [lambda s, start=(K - 1 - l) * every: 1.0 if s >= start else 0.0 for l in ls]
-        self.optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas(), eps=cfg["adam_eps"])
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, fns)
+@register("gradual_unfreezing", "extra", "AdamW; top level trains first, one more level every unfreeze_every steps (frozen = LR 0)",
+          "Howard & Ruder (ULMFiT), ACL 2018", unfreeze_every=0, disc_levels=0, epoch_iters=0)
+def gradual_unfreezing(model, cfg):
+    every = cfg["unfreeze_every"] or epoch_iters(cfg)
+    groups = decayed_groups(model, cfg, rest_by_depth=True)
+    ls, K = depth_levels(model, groups, cfg["disc_levels"])
+    # LR 0 rather than requires_grad toggling: no DDP unused-parameter errors, no recompiles
+    fns = [lambda s, start=(K - 1 - l) * every: 1.0 if s >= start else 0.0 for l in ls]
+    opt = torch.optim.AdamW(groups, lr=cfg["learning_rate"], **adam_args(cfg))
+    return opt, LR_SCHED.LambdaLR(opt, fns)
 
 
-class GrokfastMAStrategy(Grokfast):
-    name, generation = "grokfast_ma", "extra"
-    rule = "SGD on g + λ·mean(last w grads) once w grads are queued, w 100, λ 5; constant LR"
-    reference = "Lee, Kang, Kim, Lee 2024, arXiv 2405.20233"
-    defaults = {**SGD_DEFAULTS, "grokfast_ma_window": 100, "grokfast_ma_lamb": 5.0}
-
-    def __init__(self, model, cfg):
-        Strategy.__init__(self, model, cfg)
-        check(cfg["grokfast_ma_window"] >= 1, f"grokfast_ma_window must be >= 1, got {cfg['grokfast_ma_window']}")
-        self.filter = GrokfastMA(self.params, int(cfg["grokfast_ma_window"]), in_range(cfg, "grokfast_ma_lamb", 0, math.inf))
-        self.optimizer = self.sgd(with_decay(param_groups(model), cfg))
+@register("grokfast_ma", "extra", "SGD on g + λ·mean(last w grads) once w grads are queued, w 100, λ 5; constant LR",
+          "Lee, Kang, Kim, Lee 2024, arXiv 2405.20233", **SGD, grokfast_ma_window=100, grokfast_ma_lamb=5.0)
+class GrokfastMA(Grokfast):
+    def build(self, model, cfg):
+        self.filter = rules.GrokfastMA(self.params, cfg["grokfast_ma_window"], cfg["grokfast_ma_lamb"])
+        return sgd(decayed_groups(model, cfg), cfg), None
 
 
-class MuonStrategy(Strategy):
-    name, generation = "muon", "extra"
-    rule = "Muon (Newton-Schulz-orthogonalised momentum) on hidden matrices, AdamW on the rest; warmup + cosine"
-    reference = "Jordan et al. 2024; Liu et al. 2025, arXiv 2502.16982"
-    defaults = {"muon_lr": 0.0, "muon_momentum": 0.95, "muon_nesterov": True, "muon_ns_steps": 5,
-                "muon_scale": "match_rms_adamw"}
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        check(cfg["muon_lr"] >= 0, f"muon_lr must be >= 0 (0: learning_rate), got {cfg['muon_lr']}")
-        mu = in_range(cfg, "muon_momentum", 0, 1)
-        check(cfg["muon_ns_steps"] >= 1, f"muon_ns_steps must be >= 1, got {cfg['muon_ns_steps']}")
-        check(cfg["muon_scale"] in ("original", "match_rms_adamw"), f"muon_scale must be 'original' or 'match_rms_adamw', got {cfg['muon_scale']!r}")
-        groups = with_decay(muon.split(param_groups(model)), cfg)
-        for g in groups:  # with match_rms_adamw one LR serves both sides (Moonlight)
-            g["lr"] = (cfg["muon_lr"] or self.lr) if g["use_muon"] else self.lr
-        self.optimizer = muon.MuonAdamW(groups, lr=self.lr, momentum=mu, nesterov=cfg["muon_nesterov"],
-                                        ns_steps=int(cfg["muon_ns_steps"]), scale=cfg["muon_scale"],
-                                        betas=self.adam_betas(), eps=cfg["adam_eps"])
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(cfg))
+@register("muon", "extra", "Muon (Newton-Schulz-orthogonalised momentum) on hidden matrices, AdamW on the rest; warmup + cosine",
+          "Jordan et al. 2024; Liu et al. 2025, arXiv 2502.16982", **MUON)
+def muon(model, cfg):
+    opt = muon_adamw(decayed_groups(model, cfg), cfg)
+    return opt, warmup_cosine_lr(opt, cfg)
 
 
-# name -> class; `python optim.py --list` prints them in this order
-STRATEGIES = {cls.name: cls for cls in (
-    Uniform,
-    FixedSGD, CosineSGD, SGDR, Adam, AdamW, AdaBoundStrategy, LARSStrategy, Discriminative, RAdam, LionStrategy,
-    LookaheadAdamW, SAM, Grokfast, STLRDiscriminative, SAMDiscriminative, DALSStrategy, DALSFast, DALSAcc,
-    StepDecay, ExponentialDecay, WarmupCosineSGD, Cyclical, OneCycle, AdaGrad, RMSProp, LAMBStrategy,
-    AdafactorStrategy, LayerwiseDecay, GradualUnfreezing, GrokfastMAStrategy, MuonStrategy,
-)}
-CATALOGUE = list(STRATEGIES)  # this file's strategies; llr.py adds its own below
-PAPER_18 = CATALOGUE[1:19]
+# ----------------------------------------------------------------------------------------------
+# The layerwise family: heavy-tail guided layerwise LRs (LLR; He et al., ICML 2026) and its baselines.
+# Every weight matrix is its own group at lr_i(t) = base_i · m_i(t), m_i(t) = peak_i · λ(t), λ =
+# warmup_cosine; base_i is learning_rate, or muon_lr for Muon's hidden matrices. docs/llr.md.
+
+LAYERWISE = dict(MUON, wd_follows_lr=True)
+EMBED_KINDS = ("embed", "head")
 
 
-def hyperparameters():
-    """Every strategy-specific hyperparameter with its default (train.py exposes them as config keys)."""
-    merged = {}
-    for cls in STRATEGIES.values():
-        for k, v in cls.defaults.items():
-            if k in merged and merged[k] != v:
-                raise RuntimeError(f"strategies disagree on the default of {k!r}: {merged[k]!r} vs {v!r}")
-            merged[k] = v
-    return merged
+def alpha_to_peak(alphas, s1, s2, kind="linear"):
+    """Peak multipliers (× base LR) from a {name: α} dict: linear over [s1, s2] across the α range,
+    or n·f(α)/Σf(α) for f = sqrt, log2, or 2σ(4z) of the z-scored α (docs/llr.md)."""
+    names, a = list(alphas), torch.tensor(list(alphas.values()), dtype=torch.float64)
+    n = len(a)
+    if kind == "linear":
+        lo, hi = a.min(), a.max()
+        m = torch.full_like(a, s1) if hi == lo else s1 + (s2 - s1) * (a - lo) / (hi - lo)
+    elif kind == "sqrt":
+        m = n * a.sqrt() / a.sqrt().sum()
+    elif kind == "log2":
+        m = n * a.log2() / a.log2().sum()
+    elif kind == "sigmoid":  # multipliers in (0, 2), mean α at 1
+        std = a.std() if n > 1 else torch.tensor(0.0, dtype=torch.float64)
+        z = (a - a.mean()) / std if std > 0 else torch.zeros_like(a)
+        m = 2 / (1 + torch.exp(-4 * z))
+    else:
+        raise ValueError(f"unknown llr_map {kind!r}; choose one of {', '.join(MAPS)}")
+    return dict(zip(names, m.tolist()))
 
 
-# train.py's common keys, for building a strategy outside train.py (tests, eval/strategies.py)
-COMMON_DEFAULTS = dict(learning_rate=3e-3, weight_decay=0.1, beta1=0.9, beta2=0.95, adam_eps=1e-8, grad_clip=0.0,
-                       max_iters=1000, warmup_frac=0.1, warmup_iters=-1, min_lr_ratio=0.1, decay_norms=False,
-                       fused=None, faithful=False, grad_accum=1, batch_size=16)
+class Layerwise(Strategy):
+    """Per-matrix groups on AdamW (or Muon + AdamW with use_muon), each at base_i · m_i(t). Subclasses
+    decide the peaks (initial_peaks) and may change them during training (LLR's refits)."""
+
+    use_muon = False
+
+    def build(self, model, cfg):
+        self.warmup, self.min_ratio = warmup_iters_of(cfg), cfg["min_lr_ratio"]
+        groups = decayed_groups(model, cfg)
+        if self.use_muon:
+            opt = muon_adamw(groups, cfg)
+        else:
+            opt = adamw(groups, cfg)
+            for g in opt.param_groups:
+                g["base_lr"] = self.lr
+        self.names = [g["name"] for g in opt.param_groups]
+        self.kinds = {g["name"]: g["kind"] for g in opt.param_groups}
+        self.peaks = self.initial_peaks(cfg)
+        self.current = {name: 0.0 for name in self.names}  # m_i of the last update
+        self.ramp = None  # moves m_i linearly from `start` (at update t0 - 1) to `target` (at update t0 + length)
+        self.pending_log = None  # refit details waiting for the next metrics line
+        return opt, None
+
+    def initial_peaks(self, cfg):
+        return {name: 1.0 for name in self.names}
+
+    def base_mult(self, t):
+        return warmup_cosine(t, self.max_iters, self.warmup, self.min_ratio)
+
+    def multipliers(self, t):
+        """m_i for update t (1-based)."""
+        if self.ramp is not None and t <= self.ramp["t0"] + self.ramp["length"]:
+            r = self.ramp
+            frac = (t - r["t0"] + 1) / (r["length"] + 1)
+            return {n: r["start"][n] + (r["target"][n] - r["start"][n]) * frac for n in self.names}
+        lam = self.base_mult(t)
+        return {n: self.peaks[n] * lam for n in self.names}
+
+    def set_lrs(self, t):
+        mult, wd = self.multipliers(t), self.cfg["weight_decay"]
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * mult[g["name"]]
+            if not self.cfg["wd_follows_lr"] and g["weight_decay"] > 0:
+                # keep lr·wd at base_lr·λ(t)·weight_decay whatever the group's multiplier
+                g["weight_decay"] = wd * self.base_mult(t) / mult[g["name"]] if mult[g["name"]] > 0 else wd
+        self.current = mult
+
+    def step(self, it, loss=None, closure=None):
+        self.set_lrs(it + 1)
+        self.clip_grads()
+        self.optimizer.step()
+
+    def log_record(self):
+        """Mean LR per kind on every log line; the last refit's alphas and LRs once after each refit."""
+        by_kind = {}
+        for g in self.optimizer.param_groups:
+            by_kind.setdefault(g["kind"], []).append(g["lr"])
+        record, self.pending_log = self.pending_log or {}, None
+        return dict(record, lr_kind={k: sum(v) / len(v) for k, v in by_kind.items()})
+
+    def extra_state(self):
+        return dict(peaks=dict(self.peaks), ramp=self.ramp, current=self.current)
+
+    def load_extra_state(self, sd):
+        self.peaks, self.ramp, self.current = dict(sd["peaks"]), sd["ramp"], sd["current"]
 
 
-def default_config(**overrides):
-    cfg = {**COMMON_DEFAULTS, **hyperparameters()}
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    cfg.update(overrides)
-    return cfg
+LLR_KEYS = dict(LAYERWISE, llr_s1=1.0, llr_s2=5.0, llr_every=100, llr_ramp=50, llr_ratio=0.2, llr_method="median",
+                llr_xmin_pos=2, llr_map="linear", llr_embed="max", llr_embed_lr=-1.0, llr_metric="alpha", llr_min_evals=50)
 
 
-def build(name, model, cfg):
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](model, cfg)
+@register("llr", "LLR", "per-matrix peak LR from the PL_Alpha_Hill of its ESD, linear in α over [s1, s2]·η; refit early, then frozen",
+          "He, Wang, Yin, Liu, Tu, ICML 2026 (arXiv 2605.22297)", **LLR_KEYS)
+class LLR(Layerwise):
+    """At update t = 1 and every llr_every updates while t ≤ llr_ratio·max_iters: fit α of every matrix,
+    map it onto peaks (light tail = large α = large LR; embedding and head per llr_embed), and ramp each
+    group linearly from its current multiplier to new_peak·λ(t + llr_ramp) over llr_ramp updates
+    (0: switch at once). Then the peaks are frozen and follow λ(t) to the end."""
+
+    def build(self, model, cfg):
+        check(cfg["llr_s1"] <= cfg["llr_s2"], f"llr_s1 must be in (0, llr_s2], got llr_s1={cfg['llr_s1']}, llr_s2={cfg['llr_s2']}")
+        self.embed_rule = "fixed" if cfg["llr_embed_lr"] > 0 else cfg["llr_embed"]
+        self.model, self.alphas, self.last_refit, self.warned = model, {}, 0, set()
+        return super().build(model, cfg)
+
+    def due(self, t):
+        return t == 1 or (t % self.cfg["llr_every"] == 0 and t <= self.cfg["llr_ratio"] * self.max_iters)
+
+    def fit(self):
+        """{name: metric} for every fitted matrix this refit (identical on every rank under DDP)."""
+        c = self.cfg
+        rows = spectral.analyze(self.model, method=c["llr_method"], metrics=(c["llr_metric"],), min_evals=c["llr_min_evals"],
+                                xmin_pos=c["llr_xmin_pos"], filter_zeros=False)
+        values = {}
+        for row in rows:
+            if row["name"] not in self.kinds:
+                continue
+            value = row.get(c["llr_metric"])
+            if row["skipped"] or value is None or not math.isfinite(value):
+                if row["name"] not in self.warned and row["N"] * row["M"] > 0 and row["M"] >= c["llr_min_evals"]:
+                    print(f"llr: {row['name']} not refitted ({row['skipped'] or 'no finite fit'}); it keeps its previous LR")
+                    self.warned.add(row["name"])
+                continue
+            values[row["name"]] = value
+        return values
+
+    def new_peaks(self, alphas):
+        peaks, rule = dict(self.peaks), self.embed_rule
+        mapped = {n: a for n, a in alphas.items() if rule == "data" or self.kinds[n] not in EMBED_KINDS}
+        if mapped:
+            if rule == "max":  # embedding and head take the top of the range
+                top = max(mapped.values())
+                mapped.update({n: top for n in alphas if self.kinds[n] in EMBED_KINDS})
+            peaks.update(alpha_to_peak(mapped, self.cfg["llr_s1"], self.cfg["llr_s2"], self.cfg["llr_map"]))
+        for n in self.names:
+            if self.kinds[n] in EMBED_KINDS and rule in ("fixed", "base"):
+                peaks[n] = self.cfg["llr_embed_lr"] / self.lr if rule == "fixed" else 1.0
+            if self.kinds[n] == "norm":
+                peaks[n] = 1.0
+        return peaks
+
+    def refit(self, t):
+        self.alphas = self.fit()
+        start = {n: 0.0 for n in self.names} if t == 1 else dict(self.current)
+        self.peaks = self.new_peaks(self.alphas)
+        length = self.cfg["llr_ramp"]
+        lam_end = self.base_mult(t + length)
+        self.ramp = dict(t0=t, length=length, start=start, target={n: self.peaks[n] * lam_end for n in self.names})
+        self.last_refit = t
+
+    def step(self, it, loss=None, closure=None):
+        if self.due(it + 1):
+            self.refit(it + 1)
+            self.set_lrs(it + 1)
+            self.pending_log = dict(refit_iter=it, alpha=dict(self.alphas), lrs=self.lrs())
+        super().step(it)
+
+    def extra_state(self):
+        return dict(super().extra_state(), alphas=self.alphas, last_refit=self.last_refit)
+
+    def load_extra_state(self, sd):
+        super().load_extra_state(sd)
+        self.alphas, self.last_refit = sd["alphas"], sd["last_refit"]
 
 
-import llr  # noqa: E402,F401  LLR and its baselines live in llr.py, which adds them to STRATEGIES
+@register("llr_muon", "LLR", "LLR multipliers on Muon (hidden matrices, muon_lr) and AdamW (embed, head, norms; learning_rate)",
+          "He, Wang, Yin, Liu, Tu, ICML 2026 (arXiv 2605.22297)", **LLR_KEYS)
+class LLRMuon(LLR):
+    use_muon = True
+
+
+@register("uniform_muon", "baseline", "Muon at muon_lr on hidden matrices, AdamW at learning_rate elsewhere; warmup + cosine",
+          "Jordan et al. 2024; Liu et al. 2025 (arXiv 2502.16982)", **LAYERWISE)
+class UniformMuon(Layerwise):
+    use_muon = True
+
+
+@register("uniform_upbound", "baseline", "AdamW with llr_s2 × learning_rate for every group: LLR's top LR, uniformly",
+          "He et al., ICML 2026 (baseline)", **LAYERWISE, llr_s2=5.0)
+class UniformUpbound(Layerwise):
+    def initial_peaks(self, cfg):
+        return {name: cfg["llr_s2"] for name in self.names}
+
+
+# Sharpness-disparity multipliers (Wang et al. 2025, arXiv 2502.19002) as the LLR paper runs them
+BLOCKWISE = {"norm": 1.0, "attn_qk": 8.0, "attn_vo": 4.0, "mlp": 6.0, "embed": 10.0, "head": 10.0}
+
+
+@register("blockwise", "baseline", "AdamW with fixed multipliers by kind: norm 1, q/k 8, v/o 4, mlp 6, embed/head 10 (× learning_rate)",
+          "Wang et al. 2025, arXiv 2502.19002", **LAYERWISE)
+class Blockwise(Layerwise):
+    def initial_peaks(self, cfg):
+        return {name: BLOCKWISE[self.kinds[name]] for name in self.names}
+
+
+# ----------------------------------------------------------------------------------------------
+
+PAPER_18 = ("fixed_sgd", "cosine_sgd", "sgdr", "adam", "adamw", "adabound", "lars", "discriminative", "radam", "lion",
+            "lookahead_adamw", "sam", "grokfast", "stlr_discriminative", "sam_discriminative", "dals", "dals_fast", "dals_acc")
+LAYERWISE_FAMILY = ("llr", "llr_muon", "uniform_muon", "uniform_upbound", "blockwise")
+CATALOGUE = tuple(n for n in STRATEGIES if n not in LAYERWISE_FAMILY)  # uniform, the 18, the extras, muon
 
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] != ["--list"]:
         raise SystemExit("usage: python optim.py --list")
-    from optim import STRATEGIES  # the registry that llr.py extended (this script runs as __main__)
     print(f"{'name':<20} {'gen':<9} rule  [reference]")
     for key, cls in STRATEGIES.items():
         print(f"{key:<20} {cls.generation:<9} {cls.rule}  [{cls.reference}]")

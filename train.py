@@ -1,15 +1,21 @@
 """
 Train a LLaMA or GPT with any learning-rate strategy of optim.py.
 
-    python train.py                                   # the embedded default: small LLaMA, LLR, Shakespeare bytes, CPU ok
-    python train.py configs/llama_135m_llr.py --max_iters=2000
+    python train.py                                   # the embedded default (configs/default.py): small LLaMA, LLR, CPU ok
+    python train.py configs/llama_135m.py configs/llr.py --max_iters=2000
     torchrun --standalone --nproc_per_node=8 train.py configs/llama_135m_llr.py
     python train.py configs/llama_135m_llr.py --init_from=resume
+    python train.py configs/llama_135m.py configs/llr.py --dry_run      # print the resolved config and exit
 
-Positional arguments are Python config files (executed; they set the globals below), `--key=value`
-overrides one global. Unknown keys and values of the wrong type stop the run before anything starts.
+Positional arguments are Python config files, run in order (each sees the values set before it; a file
+may include("other.py", ...) relative to itself); with none, configs/default.py runs. `--key=value`
+overrides one key (`--flag` alone means True for booleans). The keys are the globals below plus the
+strategy keys of optim.py (optim.COMMON: learning_rate, max_iters, warmup, betas, weight decay, ...,
+and each strategy's own, see `python optim.py --list`). Unknown keys and values of the wrong type or
+outside their domain stop the run before anything starts.
 """
 import ast
+import builtins
 import difflib
 import json
 import math
@@ -30,10 +36,10 @@ from eval.perplexity import evaluate_loss
 from model import ModelConfig, Transformer, PRESETS, load_checkpoint
 
 # -----------------------------------------------------------------------------------------------
-# Config. The defaults are the embedded default run: it finishes in a few minutes on a 2-core CPU.
+# Run config (the strategy's keys, learning_rate included, live with the strategies in optim.py)
 # I/O
 out_dir = "out"
-init_from = "scratch"         # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = "scratch"         # 'scratch' (out_dir must not hold a run) or 'resume' (from out_dir/ckpt.pt)
 eval_interval = 100           # evaluate on eval_tokens validation tokens and write ckpt.pt
 eval_tokens = 65536
 log_interval = 10             # one stdout line and one metrics.jsonl object every log_interval iterations
@@ -44,6 +50,7 @@ wandb_project = "nanolr"
 wandb_run_name = ""
 eval_zeroshot = False         # run eval/zeroshot.py on the final model (with eval_zeroshot_limit docs per task)
 eval_zeroshot_limit = 200
+dry_run = False               # print the resolved config and the model size, then exit
 # data
 dataset = "shakespeare"       # a directory under data/ (or a path) prepared by its prepare.py
 batch_size = 16               # micro-batch per process
@@ -57,32 +64,18 @@ n_head = 0
 n_embd = 0
 ffn_hidden = 0
 dropout = 0.0
-# strategy (optim.py) and its common hyperparameters
-strategy = "llr"              # heavy-tail guided layerwise LRs; 'uniform' is the plain AdamW baseline
-learning_rate = 3e-3
-max_iters = 400
-llr_every = 20                # refit cadence and soft-switch length for a 400-step run (llr.py has the paper's)
-llr_ramp = 10
-warmup_frac = 0.1             # warmup length as a fraction of max_iters ...
-warmup_iters = -1             # ... unless this is >= 0
-min_lr_ratio = 0.1            # cosine floor as a fraction of the peak
-weight_decay = 0.1
-decay_norms = False           # True: weight decay on norms too (the LLR reference decays everything)
-beta1 = 0.9
-beta2 = 0.95
-adam_eps = 1e-8
-grad_clip = 1.0               # 0: off
-fused = False                 # fused AdamW kernels (CUDA)
-faithful = False              # reproduce the reference implementations' quirks (see optim.py)
+# strategy
+strategy = "llr"              # a name of optim.STRATEGIES; 'uniform' is the plain AdamW baseline
 # system
 device = "auto"               # 'auto', 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"                # 'auto' (bf16 on CUDA and on CPUs with bf16 instructions), 'bfloat16', 'float32'
 compile = None                # None: on for CUDA, off for CPU
 peak_flops = 0.0              # bf16 dense peak per device for MFU; 0: from PEAK_TFLOPS by device name
 # -----------------------------------------------------------------------------------------------
-# every strategy's own hyperparameters (optim.py, llr.py) are config keys too; the values above win
-DEFAULTS = {**optim.hyperparameters(),
-            **{k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}}
+RUN_KEYS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+assert not set(RUN_KEYS) & set(optim.hyperparameters()), "a run key shadows a strategy key"
+DEFAULTS = {**RUN_KEYS, **optim.hyperparameters()}
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
 PEAK_TFLOPS = {"A100": 312, "H100 NVL": 835, "H100 PCIe": 756, "H100": 989, "H200": 989, "B200": 2250}
 
@@ -129,35 +122,50 @@ def coerce(key, value, default, from_text):
 
 def unknown_key(key, known):
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else "; see the globals at the top of train.py"
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see train.py's globals and `python optim.py --list`"
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
+def run_config_file(path, namespace):
+    """Execute a config file in namespace; include(*files) inside it runs files relative to it."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+
+    def include(*files):
+        for f in files:
+            run_config_file(os.path.join(os.path.dirname(path), f), namespace)
+        namespace["include"] = include  # the nested file bound its own
+
+    namespace["include"] = include
+    try:
+        exec(builtins.compile(open(path).read(), path, "exec"), namespace)  # train.py's `compile` is a config key
+    except SystemExit:
+        raise
+    except Exception as e:
+        raise ConfigError(f"{path} failed to run: {type(e).__name__}: {e}") from None
+
+
 def parse_config(argv, defaults=DEFAULTS):
-    """Config files (positional, executed in order) then --key=value overrides -> config dict."""
+    """Config files (positional, in order; configs/default.py if none) and --key=value overrides -> config dict."""
+    files = [a for a in argv if not a.startswith("--")] or [DEFAULT_CONFIG]
     cfg = dict(defaults)
-    for arg in argv:
+    for arg in files + [a for a in argv if a.startswith("--")]:
         if arg.startswith("--"):
             key, eq, value = arg[2:].partition("=")
-            if not eq:
-                raise ConfigError(f"{arg!r} has no value: write --{key}=VALUE")
             if key not in defaults:
                 raise unknown_key(key, defaults)
-            cfg[key] = coerce(key, value, defaults[key], from_text=True)
-        else:
-            if not os.path.isfile(arg):
-                raise ConfigError(f"config file {arg!r} does not exist")
-            namespace = dict(cfg)
-            try:
-                exec(open(arg).read(), namespace)
-            except Exception as e:
-                raise ConfigError(f"{arg} failed to run: {type(e).__name__}: {e}") from None
-            for key, value in namespace.items():
-                if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                    continue
-                if key not in defaults:
-                    raise unknown_key(key, defaults)
-                cfg[key] = coerce(key, value, defaults[key], from_text=False)
+            if not eq and not isinstance(defaults[key], bool):
+                raise ConfigError(f"{arg!r} has no value: write --{key}=VALUE")
+            cfg[key] = coerce(key, value if eq else "true", defaults[key], from_text=True)
+            continue
+        namespace = dict(cfg)
+        run_config_file(arg, namespace)
+        for key, value in namespace.items():
+            if key.startswith("_") or key == "include" or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                continue
+            if key not in defaults:
+                raise unknown_key(key, defaults)
+            cfg[key] = coerce(key, value, defaults[key], from_text=False)
     return cfg
 
 
@@ -174,6 +182,13 @@ def check_config(c, world_size):
                           f"set grad_accum to a multiple of {world_size}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
+
+
+def build_strategy(c, cfg, model):
+    try:
+        return optim.build(c.strategy, model, cfg)
+    except optim.ConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def cpu_has_bf16():
@@ -234,23 +249,32 @@ def set_rng_state(state):
 def save_checkpoint(out_dir, ckpt):
     """Atomic: write a temporary file, then rename over ckpt.pt; a crash midway leaves the old one."""
     final = os.path.join(out_dir, "ckpt.pt")
-    tmp = final + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, final)
+    torch.save(ckpt, final + ".tmp")
+    os.replace(final + ".tmp", final)
     with open(os.path.join(out_dir, "config.json.tmp"), "w") as f:
         json.dump(ckpt["config"], f, indent=1, default=str)
     os.replace(os.path.join(out_dir, "config.json.tmp"), os.path.join(out_dir, "config.json"))
 
 
-def check_writable(out_dir):
+def prepare_out_dir(c):
+    """out_dir must be writable; a fresh run never writes over another run's checkpoint or log."""
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".write_test")
+        os.makedirs(c.out_dir, exist_ok=True)
+        probe = os.path.join(c.out_dir, ".write_test")
         with open(probe, "w"):
             pass
         os.remove(probe)
     except OSError as e:
-        raise ConfigError(f"out_dir {out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
+        raise ConfigError(f"out_dir {c.out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
+    held = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(c.out_dir, f))]
+    if c.init_from == "scratch" and held:
+        raise ConfigError(f"out_dir {c.out_dir!r} already holds a run ({', '.join(held)}): continue it with "
+                          "--init_from=resume, or choose another --out_dir (or delete that one)")
+
+
+def diverged(what, it, out_dir):
+    return SystemExit(f"training diverged: {what} at iter {it}; ckpt.pt in {out_dir} (the last good state) was left "
+                      "as it was. Lower learning_rate or set grad_clip.")
 
 
 def start_wandb(c, cfg, run_id=None):
@@ -269,26 +293,76 @@ def start_wandb(c, cfg, run_id=None):
         return wandb.init(mode="offline", **kw)
 
 
+class Logger:
+    """One place every record goes: stdout, out_dir/metrics.jsonl (one JSON object per line) and wandb.
+    A resumed run first drops the rows its checkpoint does not cover, so no iteration is logged twice."""
+
+    def __init__(self, c, cfg, resume_iter=None, wandb_id=None):
+        path = os.path.join(c.out_dir, "metrics.jsonl")
+        if resume_iter is not None and os.path.exists(path):
+            with open(path) as f:
+                kept = [l for l in f if l.strip() and json.loads(l).get("iter", 0) < resume_iter]
+            with open(path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(path + ".tmp", path)
+        self.file = open(path, "a")
+        self.run = start_wandb(c, cfg, wandb_id) if c.wandb_log else None
+
+    def log(self, record):
+        parts = [f"iter {record['iter']}"]
+        parts += [f"loss {record['train_loss']:.4f}"] if "train_loss" in record else []
+        parts += [f"val_loss {record['val_loss']:.4f}"] if "val_loss" in record else []
+        parts += [f"lr {record['lr']:.2e}", f"{record['tok_per_s']:,.0f} tok/s"] if "lr" in record else []
+        parts += [f"mfu {100 * record['mfu']:.1f}%"] if record.get("mfu") is not None else []
+        parts += [record["eta"]] if "eta" in record else []
+        print(" | ".join(parts))
+        self.file.write(json.dumps({k: v for k, v in record.items() if k != "eta"}) + "\n")
+        self.file.flush()
+        if self.run is not None:
+            self.run.log({k: v for k, v in record.items() if v is not None and k != "eta"}, step=record["iter"])
+
+    def close(self, summary=None):
+        self.file.close()
+        if self.run is not None:
+            self.run.summary.update(summary or {})
+            self.run.finish()
+
+
+def eta(seconds_per_iter, remaining):
+    s = int(seconds_per_iter * remaining)
+    return f"eta {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"eta {s // 60}m{s % 60:02d}s"
+
+
+def dry_run_report(c, cfg):
+    """The resolved config, checked as a real run would check it, and the model's size."""
+    check_config(c, 1)
+    mcfg = model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
+    with torch.device("meta"):  # no memory, even for 3B
+        net = Transformer(mcfg)
+    build_strategy(c, cfg, net)
+    total, non_embedding = net.num_params()
+    print(json.dumps({k: v for k, v in cfg.items() if k != "dry_run"}, indent=1, default=str))
+    print(f"# model {c.model}: {total:,} parameters ({non_embedding:,} non-embedding); strategy {c.strategy}")
+
+
 def train(cfg):
     c = types.SimpleNamespace(**cfg)
-    # distributed setup: torchrun sets RANK/WORLD_SIZE; plain python runs one process
+    # --- setup: processes (torchrun sets RANK/WORLD_SIZE), device, precision, output directory
     ddp = int(os.environ.get("RANK", -1)) != -1
-    rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank, world_size = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    master = rank == 0
     check_config(c, world_size)
     dev, device_type, use_bf16, ctx, use_compile = runtime(c, local_rank if ddp else None)
     if ddp and device_type == "cuda":
         torch.cuda.set_device(dev)
     if ddp:
         torch.distributed.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    master = rank == 0
     torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
     torch.backends.cudnn.allow_tf32 = True
     if master:
-        check_writable(c.out_dir)
+        prepare_out_dir(c)
 
-    # data; the embedded corpus is prepared on first use
+    # --- data; the embedded corpus is prepared on first use
     if c.dataset == "shakespeare" and not is_prepared("shakespeare"):
         if master:
             from data.shakespeare.prepare import prepare
@@ -300,15 +374,22 @@ def train(cfg):
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
     cfg["tokenizer"] = data.tokenizer
+    val_tokens = data.tokens("val")
+    accum = c.grad_accum // world_size
+    tokens_per_iter = c.batch_size * c.block_size * c.grad_accum
 
-    # model, strategy, resume
+    def micro_batches(it):
+        """This rank's micro-batches of iteration it: global micro-steps rank*accum ... (rank+1)*accum-1."""
+        pin = device_type == "cuda"  # pinned host memory makes the copy asynchronous
+        return [tuple((t.pin_memory() if pin else t).to(dev, non_blocking=True)
+                      for t in data.batch("train", c.seed, it, rank * accum + m, c.batch_size, c.block_size))
+                for m in range(accum)]
+
+    # --- model, strategy, resume
     mcfg = model_config(c, data.vocab_size)
     torch.manual_seed(c.seed)
     raw_model = Transformer(mcfg).to(dev)
-    try:
-        strategy = optim.build(c.strategy, raw_model, cfg)
-    except optim.ConfigError as e:
-        raise ConfigError(str(e)) from None
+    strategy = build_strategy(c, cfg, raw_model)
     iter_num, best_val, wandb_id = 0, float("inf"), None
     if c.init_from == "resume":
         try:
@@ -325,38 +406,16 @@ def train(cfg):
         set_rng_state(ckpt["rng"])
         del ckpt
     model = torch.compile(raw_model) if use_compile else raw_model
-    if ddp:
-        # buffers (RoPE tables) are constants: no per-forward broadcast
+    if ddp:  # buffers (RoPE tables) are constants: no per-forward broadcast
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device_type == "cuda" else None,
                                                           broadcast_buffers=False)
     eval_model = model.module if ddp else model  # no DDP hooks in eval: ranks may run different window counts
-
-    total_params, non_embedding = raw_model.num_params()
-    accum = c.grad_accum // world_size
-    tokens_per_iter = c.batch_size * c.block_size * c.grad_accum
-    flops_per_token = raw_model.flops_per_token()
-    peak = peak_flops_of(device_type, c.peak_flops)
-    run = None
-    if master:
-        print(f"model {c.model} params total={total_params:,} non_embedding={non_embedding:,} | strategy {c.strategy} | "
-              f"{tokens_per_iter:,} tokens/iter | device {dev} {'bf16' if use_bf16 else 'fp32'}"
-              f"{' compiled' if use_compile else ''} | world {world_size}")
-        run = start_wandb(c, cfg, wandb_id) if c.wandb_log else None
-        metrics = open(os.path.join(c.out_dir, "metrics.jsonl"), "a")
-
-    def micro_batches(it):
-        """This rank's micro-batches of iteration it: global micro-steps rank*accum ... (rank+1)*accum-1."""
-        pin = device_type == "cuda"  # pinned host memory makes the copy asynchronous
-        return [tuple((t.pin_memory() if pin else t).to(dev, non_blocking=True)
-                      for t in data.batch("train", c.seed, it, rank * accum + m, c.batch_size, c.block_size))
-                for m in range(accum)]
 
     def forward_backward(batches):
         """Mean loss over the micro-batches; gradients summed (DDP syncs only on the last backward)."""
         total = torch.zeros((), device=dev)
         for m, (x, y) in enumerate(batches):
-            sync = nullcontext() if not ddp or m == len(batches) - 1 else model.no_sync()
-            with sync:
+            with nullcontext() if not ddp or m == len(batches) - 1 else model.no_sync():
                 with ctx:
                     _, loss = model(x, y)
                 (loss / len(batches)).backward()
@@ -371,23 +430,30 @@ def train(cfg):
 
     def checkpoint(it):
         if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
-            raise SystemExit(f"training diverged: non-finite weights at iter {it}; ckpt.pt in {c.out_dir} was left as it was. "
-                             "Lower learning_rate or set grad_clip.")
+            raise diverged("non-finite weights", it, c.out_dir)
         strategy_state = strategy.state_dict()  # on every rank: sharded optimizer state (Muon) is gathered collectively
         if master:
             save_checkpoint(c.out_dir, dict(model=raw_model.state_dict(), model_config=asdict(mcfg), strategy=strategy_state,
                                             iter_num=it, best_val_loss=best_val, config=cfg, rng=rng_state(), tokenizer=data.tokenizer,
-                                            wandb_id=run.id if run is not None else wandb_id))
+                                            wandb_id=logger.run.id if logger and logger.run else wandb_id))
 
-    val_tokens = data.tokens("val")
-    start_iter, t_last, tokens_since = iter_num, time.time(), 0
+    total, non_embedding = raw_model.num_params()
+    flops_per_token, peak = raw_model.flops_per_token(), peak_flops_of(device_type, c.peak_flops)
+    logger = None
+    if master:
+        print(f"model {c.model} params total={total:,} non_embedding={non_embedding:,} | strategy {c.strategy} | "
+              f"{tokens_per_iter:,} tokens/iter | device {dev} {'bf16' if use_bf16 else 'fp32'}"
+              f"{' compiled' if use_compile else ''} | world {world_size}")
+        logger = Logger(c, cfg, iter_num if c.init_from == "resume" else None, wandb_id)
+
+    # --- the loop: evaluate and checkpoint on schedule, one update, one log line
+    start_iter, t_start, t_last, tokens_since = iter_num, time.time(), time.time(), 0
     for it in range(iter_num, c.max_iters + 1):
         record = {}
         if it % c.eval_interval == 0 or it == c.max_iters:
             val_loss, _ = evaluate_loss(eval_model, val_tokens, c.block_size, c.eval_tokens, c.batch_size, dev, ctx, rank, world_size)
             if not math.isfinite(val_loss):
-                raise SystemExit(f"training diverged: validation loss is {val_loss} at iter {it}; ckpt.pt in {c.out_dir} "
-                                 "(last good state) was left as it was. Lower learning_rate or set grad_clip.")
+                raise diverged(f"validation loss is {val_loss}", it, c.out_dir)
             best_val = min(best_val, val_loss)
             record["val_loss"] = val_loss
             if it > start_iter or it == 0:
@@ -396,64 +462,48 @@ def train(cfg):
         elif c.ckpt_every > 0 and it % c.ckpt_every == 0 and it > start_iter:
             checkpoint(it)
         if it == c.max_iters:
-            if master and record:
-                print(f"iter {it} | val_loss {record['val_loss']:.4f}")
-                metrics.write(json.dumps(dict(iter=it, tokens=it * tokens_per_iter, **record)) + "\n")
-                if run is not None:
-                    run.log(dict(iter=it, tokens=it * tokens_per_iter, **record), step=it)
+            if master:
+                logger.log(dict(iter=it, tokens=it * tokens_per_iter, **record))
             break
 
         batches = micro_batches(it)
-        loss = forward_backward(batches)
-
-        def closure():
-            strategy.zero_grad()
-            return forward_backward(batches)
-
-        strategy.step(it, loss=global_mean(loss) if strategy.uses_loss else None, closure=closure)
-        strategy.zero_grad()
+        loss = optim.update(strategy, it, lambda: forward_backward(batches), reduce=global_mean)
         tokens_since += tokens_per_iter
 
         if it % c.log_interval == 0 or record:
             train_loss = global_mean(loss).item()
             if not math.isfinite(train_loss):
-                raise SystemExit(f"training diverged: train loss is {train_loss} at iter {it}; ckpt.pt in {c.out_dir} "
-                                 "(last good state) was left as it was. Lower learning_rate or set grad_clip.")
+                raise diverged(f"train loss is {train_loss}", it, c.out_dir)
             if device_type == "cuda":
                 torch.cuda.synchronize()
-            dt = time.time() - t_last
-            tok_per_s = tokens_since / dt if dt > 0 else 0.0
-            t_last, tokens_since = time.time(), 0
-            lrs = strategy.lrs()
-            record.update(iter=it, tokens=(it + 1) * tokens_per_iter, train_loss=train_loss, lr=max(lrs.values()),
-                          tok_per_s=tok_per_s, mfu=flops_per_token * tok_per_s / (peak * world_size) if peak else None)
-            record.update(strategy.log_record())  # e.g. LLR's per-group alpha and LR at refits
+            dt, t_last = time.time() - t_last, time.time()
+            tok_per_s, tokens_since = tokens_since / dt if dt > 0 else 0.0, 0
+            record.update(iter=it, tokens=(it + 1) * tokens_per_iter, train_loss=train_loss, lr=max(strategy.lrs().values()),
+                          tok_per_s=tok_per_s, mfu=flops_per_token * tok_per_s / (peak * world_size) if peak else None,
+                          **strategy.log_record())  # e.g. LLR's per-group alpha and LR at refits
+            if it > start_iter:  # evals included: what the rest of the run will really take
+                record["eta"] = eta((time.time() - t_start) / (it - start_iter), c.max_iters - it)
             if master:
-                extra = f" | val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
-                mfu = f" | mfu {100 * record['mfu']:.1f}%" if record["mfu"] is not None else ""
-                print(f"iter {it} | loss {train_loss:.4f}{extra} | lr {record['lr']:.2e} | {tok_per_s:,.0f} tok/s{mfu}")
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                if run is not None:
-                    run.log({k: v for k, v in record.items() if v is not None}, step=it)
+                logger.log(record)
 
+    summary = {}
     if c.eval_zeroshot and master:
         from data.tokenizer import get_tokenizer
         from eval import zeroshot
         # the uncompiled model: zero-shot batches change length, a compiled one would keep recompiling
-        results = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all", limit=c.eval_zeroshot_limit or None,
-                                    device=dev, ctx=ctx)
-        metrics.write(json.dumps(dict(iter=c.max_iters, zeroshot=results)) + "\n")
-        if run is not None:
-            run.summary["zeroshot"] = results
-        print(f"zero-shot 7-task acc {100 * results['avg7']['acc']:.2f}")
+        summary["zeroshot"] = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all",
+                                                limit=c.eval_zeroshot_limit or None, device=dev, ctx=ctx)
+        logger.file.write(json.dumps(dict(iter=c.max_iters, zeroshot=summary["zeroshot"])) + "\n")
+        print(f"zero-shot 7-task acc {100 * summary['zeroshot']['avg7']['acc']:.2f}")
     if master:
-        metrics.close()
-        if run is not None:
-            run.finish()
+        logger.close(summary)
     if ddp:
         torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    train(parse_config(sys.argv[1:]))
+    config = parse_config(sys.argv[1:])
+    if config["dry_run"]:
+        dry_run_report(types.SimpleNamespace(**config), config)
+    else:
+        train(config)

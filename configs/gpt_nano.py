@@ -1,5 +1,5 @@
-# GPT-2 124M (nanoGPT's shape) the build-nanogpt way: 10B FineWeb-Edu tokens (specs/models.md §3).
-# 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py configs/gpt_nano.py
+# GPT-2 124M (nanoGPT's shape) the build-nanogpt way: 10B FineWeb-Edu tokens, uniform AdamW baseline.
+# Compose with a method file: torchrun --standalone --nproc_per_node=8 train.py configs/gpt_nano.py configs/llr.py
 model = "gpt_nano"
 dataset = "fineweb_edu"        # python data/fineweb/prepare.py --edu --max_tokens=1e10
 block_size = 1024
@@ -10,7 +10,6 @@ warmup_iters = 715
 eval_interval = 250
 eval_tokens = 10_000_000
 log_interval = 10
-
 strategy = "uniform"
 learning_rate = 6e-4
 min_lr_ratio = 0.1

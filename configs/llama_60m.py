@@ -1,5 +1,6 @@
-# LLaMA-60M of the LLR paper (768 wide, 6 layers) (specs/models.md §1), uniform AdamW baseline, FineWeb with GPT-2 BPE.
-# 8 GPUs: torchrun --standalone --nproc_per_node=8 train.py configs/llama_60m.py
+# LLaMA-60M of the LLR paper (768 wide, 6 layers), uniform AdamW baseline, FineWeb with GPT-2 BPE.
+# Compose with a method file: torchrun --standalone --nproc_per_node=8 train.py configs/llama_60m.py configs/llr.py
+include("reference_adamw.py")
 model = "llama_60m"
 dataset = "fineweb"            # python data/fineweb/prepare.py --max_tokens=2e9
 block_size = 1024
@@ -9,15 +10,6 @@ max_iters = 3200               # 1.7B tokens
 eval_interval = 400
 eval_tokens = 10_000_000
 log_interval = 10
-
 strategy = "uniform"
 learning_rate = 1e-3
-warmup_frac = 0.1
-min_lr_ratio = 0.1
-# AdamW exactly as the reference builds it: torch defaults for betas/eps, decay 0.1 on every parameter
-beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
-weight_decay = 0.1
-decay_norms = True
-grad_clip = 0.0                # the reference never clips
-fused = True
 out_dir = "out/llama_60m"

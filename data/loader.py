@@ -15,6 +15,7 @@ import torch
 
 DATA_ROOT = os.path.dirname(os.path.abspath(__file__))
 PREPARE = {"shakespeare": "python data/shakespeare/prepare.py",
+           "pystdlib": "python data/pystdlib/prepare.py",
            "fineweb": "python data/fineweb/prepare.py",
            "fineweb_edu": "python data/fineweb/prepare.py --edu"}
 

@@ -4,6 +4,9 @@ Tokenizers: 'byte' (UTF-8 bytes, vocab 256) and 'gpt2' (tiktoken GPT-2 BPE, 5025
 Offline, 'gpt2' is built from the checksum-verified rank file shipped inside the MIT-licensed
 `openai-whisper` package (never imported, only located); online, tiktoken's own download is used.
 Both expose encode(text) -> list[int] (no special tokens), decode(ids), eot, n_vocab, name.
+
+A checkpoint names its tokenizer (train.py writes ckpt["tokenizer"] and ckpt["config"]["tokenizer"]):
+tokenizer_of(ckpt) reads that name and check_vocab() rejects a model too small for the tokenizer's ids.
 """
 import importlib.util
 import os
@@ -68,12 +71,39 @@ def gpt2_encoding():
             f"(or go online so tiktoken can download it). Underlying error: {e}") from None
 
 
+# name -> class; name, n_vocab and eot are class attributes, readable without loading the BPE ranks
+TOKENIZERS = {"byte": ByteTokenizer, "gpt2": GPT2Tokenizer}
 _cache = {}
 
 
+def tokenizer_class(name):
+    if name not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; choose {' or '.join(map(repr, TOKENIZERS))}")
+    return TOKENIZERS[name]
+
+
 def get_tokenizer(name):
-    if name not in ("byte", "gpt2"):
-        raise ValueError(f"unknown tokenizer {name!r}; choose 'byte' or 'gpt2'")
+    tokenizer_class(name)
     if name not in _cache:
         _cache[name] = ByteTokenizer() if name == "byte" else GPT2Tokenizer(gpt2_encoding())
     return _cache[name]
+
+
+def tokenizer_of(ckpt):
+    """The name of the tokenizer a checkpoint dict was trained with (ckpt["tokenizer"], else
+    ckpt["config"]["tokenizer"]); pass it to get_tokenizer(). ValueError if it records none."""
+    name = ckpt.get("tokenizer") or (ckpt.get("config") or {}).get("tokenizer")
+    if not name:
+        raise ValueError("the checkpoint records no tokenizer (neither ckpt['tokenizer'] nor ckpt['config']['tokenizer']): "
+                         "it was not written by train.py; add the entry ('byte' or 'gpt2') to the checkpoint")
+    tokenizer_class(name)
+    return name
+
+
+def check_vocab(vocab_size, tokenizer, error=ValueError):
+    """Raise `error` when a model with vocab_size ids cannot read every id of `tokenizer` (a name or a
+    tokenizer); a larger (padded) vocabulary is fine."""
+    tok = tokenizer_class(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    if vocab_size < tok.n_vocab:
+        raise error(f"the model's vocab_size={vocab_size} is smaller than the {tok.name!r} tokenizer's {tok.n_vocab} ids: "
+                    "this checkpoint was not trained with that tokenizer")

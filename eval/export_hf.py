@@ -19,6 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data.tokenizer import check_vocab, tokenizer_class, tokenizer_of  # noqa: E402
 
 
 def llama_state(cfg, sd):
@@ -57,7 +58,7 @@ def gpt2_state(cfg, sd):
 def hf_model(cfg, state_dict, tokenizer=None):
     """The transformers model holding our weights (float32 unless the weights are otherwise)."""
     import transformers
-    eot = 50256 if tokenizer == "gpt2" else 0 if tokenizer == "byte" else None
+    eot = tokenizer_class(tokenizer).eot if tokenizer else None
     if cfg.arch == "llama":
         hf_cfg = transformers.LlamaConfig(
             vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, intermediate_size=cfg.ffn_hidden,
@@ -85,7 +86,8 @@ def export(ckpt_path, out_dir):
     import model as M
     ckpt = M.load_checkpoint(ckpt_path)
     cfg = M.ModelConfig(**ckpt["model_config"])
-    tokenizer = ckpt.get("tokenizer") or ckpt.get("config", {}).get("tokenizer")
+    tokenizer = tokenizer_of(ckpt)
+    check_vocab(cfg.vocab_size, tokenizer)
     model = hf_model(cfg, ckpt["model"], tokenizer)
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir

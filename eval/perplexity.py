@@ -155,7 +155,7 @@ def main(argv=None):
     import argparse
     import json
     import model as M
-    from data.tokenizer import get_tokenizer
+    from data.tokenizer import check_vocab, get_tokenizer, tokenizer_of
     p = argparse.ArgumentParser(description="Validation perplexity and bits per byte of a nanoLR checkpoint.")
     p.add_argument("--ckpt", required=True, help="run directory or ckpt.pt written by train.py")
     p.add_argument("--data", default=None, help="val.bin (uint16); default: data/<dataset>/val.bin of the run")
@@ -169,10 +169,8 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
     net, ckpt = M.model_from_checkpoint(args.ckpt, args.device)
-    tok = get_tokenizer(ckpt.get("tokenizer") or ckpt.get("config", {}).get("tokenizer") or "byte")
-    if net.cfg.vocab_size < tok.n_vocab:
-        raise ValueError(f"the model's vocab_size={net.cfg.vocab_size} is smaller than the {tok.name!r} tokenizer's "
-                         f"{tok.n_vocab} ids: this checkpoint was not trained with that tokenizer")
+    tok = get_tokenizer(tokenizer_of(ckpt))
+    check_vocab(net.cfg.vocab_size, tok)
     path = args.data or val_tokens_path(ckpt)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no validation tokens at {path!r}: prepare the dataset or pass --data PATH_TO_val.bin")

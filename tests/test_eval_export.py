@@ -58,3 +58,16 @@ def test_export_cli_bad_checkpoint(tmp_path):
     p = subprocess.run([sys.executable, "eval/export_hf.py", "--ckpt", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode != 0 and "no checkpoint" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_export_checks_tokenizer_and_vocab(tmp_path):
+    cfg = M.ModelConfig(arch="llama", n_layer=1, n_head=2, n_embd=32, vocab_size=256, block_size=16)
+    net = M.Transformer(cfg)
+    torch.save(dict(model=net.state_dict(), model_config=vars(cfg), config={}), tmp_path / "notok.pt")
+    p = subprocess.run([sys.executable, "eval/export_hf.py", "--ckpt", str(tmp_path / "notok.pt"), "--out", str(tmp_path / "o")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode != 0 and "records no tokenizer" in p.stderr and "Traceback" not in p.stderr
+    torch.save(dict(model=net.state_dict(), model_config=vars(cfg), tokenizer="gpt2"), tmp_path / "gpt2.pt")
+    with pytest.raises(ValueError, match="vocab_size=256 is smaller than the 'gpt2' tokenizer"):
+        export_hf.export(str(tmp_path / "gpt2.pt"), str(tmp_path / "o"))
+    assert not os.path.exists(tmp_path / "o")

@@ -112,3 +112,10 @@ def test_vocab_mismatch(run, nano):
     torch.save(dict(model=nano.state_dict(), model_config=vars(nano.cfg), tokenizer="gpt2", config={}), d / "bad.pt")
     with pytest.raises(ValueError, match="smaller than the 'gpt2' tokenizer"):
         P.main(["--ckpt", str(d / "bad.pt"), "--data", str(d / "ds" / "val.bin")])
+
+
+def test_checkpoint_without_tokenizer(run, nano):
+    d, _ = run
+    torch.save(dict(model=nano.state_dict(), model_config=vars(nano.cfg), config=dict(dataset=str(d / "ds"))), d / "notok.pt")
+    with pytest.raises(ValueError, match="records no tokenizer"):
+        P.main(["--ckpt", str(d / "notok.pt")])

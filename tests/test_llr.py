@@ -1,14 +1,14 @@
-"""llr.py: the α → LR map, refit/ramp/freeze schedule, embedding rules, reduction to uniform, resume,
+"""The layerwise family of optim.py (LLR): the α → LR map, refit/ramp/freeze schedule, embedding rules, reduction to uniform, resume,
 DDP agreement, degenerate matrices, config errors, baselines."""
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
 
-import llr
 import optim
 from conftest import ROOT
 from model import Transformer, config_from_preset
@@ -34,7 +34,7 @@ def fake_alphas(monkeypatch, values):
     def fit(self):
         calls.append(1)
         return {n: values(n, len(calls)) for n in self.names if self.kinds[n] != "norm"}
-    monkeypatch.setattr(llr.LLR, "fit", fit)
+    monkeypatch.setattr(optim.LLR, "fit", fit)
     return calls
 
 
@@ -54,18 +54,18 @@ def train_steps(strategy, model, steps, start=0, seed=0):
 # --- the map -------------------------------------------------------------------------------------
 
 def test_linear_map_spans_s1_to_s2_over_the_alpha_range():
-    peaks = llr.alpha_to_peak({"a": 2.0, "b": 3.0, "c": 6.0}, 1.0, 5.0)
+    peaks = optim.alpha_to_peak({"a": 2.0, "b": 3.0, "c": 6.0}, 1.0, 5.0)
     assert peaks == pytest.approx({"a": 1.0, "b": 2.0, "c": 5.0})
-    assert llr.alpha_to_peak({"a": 4.0, "b": 4.0}, 1.0, 5.0) == {"a": 1.0, "b": 1.0}  # documented: s1, not s2
+    assert optim.alpha_to_peak({"a": 4.0, "b": 4.0}, 1.0, 5.0) == {"a": 1.0, "b": 1.0}  # documented: s1, not s2
 
 
 def test_alternative_maps_follow_their_formulas():
     a = {"x": 2.0, "y": 4.0, "z": 8.0}
-    sq = llr.alpha_to_peak(a, 1, 5, "sqrt")
+    sq = optim.alpha_to_peak(a, 1, 5, "sqrt")
     assert sq["x"] == pytest.approx(3 * 2 ** 0.5 / (2 ** 0.5 + 2 + 8 ** 0.5))
-    lg = llr.alpha_to_peak(a, 1, 5, "log2")
+    lg = optim.alpha_to_peak(a, 1, 5, "log2")
     assert lg["z"] == pytest.approx(3 * 3 / (1 + 2 + 3))
-    sg = llr.alpha_to_peak(a, 1, 5, "sigmoid")
+    sg = optim.alpha_to_peak(a, 1, 5, "sigmoid")
     z = (8 - 14 / 3) / torch.tensor([2.0, 4.0, 8.0]).std().item()
     assert sg["z"] == pytest.approx(2 / (1 + torch.exp(torch.tensor(-4 * z)).item()))
     assert sg["x"] < sg["y"] < sg["z"] < 2
@@ -194,24 +194,27 @@ def test_state_dict_round_trip_continues_identically():
 
 @pytest.mark.parametrize("key, value, message", [
     ("llr_s1", 6.0, "llr_s1 must be in (0, llr_s2]"),
-    ("llr_every", 0, "llr_every must be > 0"),
+    ("llr_every", 0, "llr_every must be an integer >= 1"),
     ("llr_ratio", 1.5, "llr_ratio must be in [0, 1]"),
-    ("llr_map", "cubic", "unknown llr_map 'cubic'"),
-    ("llr_method", "mle", "unknown llr_method 'mle'"),
-    ("llr_metric", "alpha_hat", "unknown llr_metric 'alpha_hat'"),
-    ("llr_embed", "top", "unknown llr_embed 'top'"),
+    ("llr_map", "cubic", "llr_map must be one of linear, sqrt, log2, sigmoid, got 'cubic'"),
+    ("llr_method", "mle", "llr_method must be one of median, ks, fix-finger, got 'mle'"),
+    ("llr_metric", "alpha_hat", "llr_metric must be one of alpha, D, "),
+    ("llr_embed", "top", "llr_embed must be one of max, fixed, data, base, got 'top'"),
+    ("muon_scale", "bogus", "muon_scale must be one of original, match_rms_adamw, got 'bogus'"),
+    ("muon_ns_steps", 0, "muon_ns_steps must be an integer >= 1, got 0"),
+    ("beta2", 1.0, "beta2 must be in [0, 1), got 1.0"),
 ])
 def test_bad_llr_config_fails_before_training(key, value, message):
-    with pytest.raises(optim.ConfigError, match=message.replace("(", r"\(").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(optim.ConfigError, match=re.escape(message)):
         optim.build("llr", tiny_model(), cfg(**{key: value}))
 
 
 def test_muon_refuses_a_non_matrix_group():
-    import muon
+    import rules
     groups = optim.param_groups(tiny_model())
     groups[-1]["use_muon"] = True  # the rest group: norm gains
     with pytest.raises(ValueError, match="Muon needs matrices"):
-        muon.MuonAdamW(groups)
+        rules.MuonAdamW(groups)
 
 
 def test_baselines_multipliers():

@@ -84,7 +84,7 @@ def test_init_std_and_gpt_residual_scaling():
 
 
 def test_flops_per_token_matches_spec_worked_values():
-    # specs/models.md §5: GPT-2 124M at T=1024 is 6·123.59M + 113.2M = 0.855 GFLOP per token
+    # docs/models.md: GPT-2 124M at T=1024 is 6·123.59M + 113.2M = 0.855 GFLOP per token
     assert build_meta("gpt_nano").flops_per_token() / 1e9 == pytest.approx(0.855, abs=0.001)
     assert build_meta("llama_135m", vocab_size=32128).flops_per_token() / 1e9 == pytest.approx(0.771, abs=0.001)
     assert build_meta("llama_1b", vocab_size=32128).flops_per_token() / 1e9 == pytest.approx(8.247, abs=0.001)

@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import muon
 import optim
+import rules
 from model import Transformer, config_from_preset
 
 SHAPES = [(32, 16), (16, 48), (24, 24)]
@@ -28,7 +28,7 @@ def grads_for(step, seed=1):
 
 def run_ours(params, steps, **kw):
     ps = [p.clone().requires_grad_() for p in params]
-    opt = muon.MuonAdamW([dict(params=[p], use_muon=True, name=f"m{i}") for i, p in enumerate(ps)], **kw)
+    opt = rules.MuonAdamW([dict(params=[p], use_muon=True, name=f"m{i}") for i, p in enumerate(ps)], **kw)
     for t in range(steps):
         for p, g in zip(ps, grads_for(t)):
             p.grad = g.clone()
@@ -45,8 +45,8 @@ def test_update_matches_torch_muon(scale, nesterov):
     ref = [p.clone().requires_grad_() for p in params]
     ours = [p.clone().requires_grad_() for p in params]
     torch_opt = torch.optim.Muon(ref, lr=lr, weight_decay=wd, momentum=0.95, nesterov=nesterov, adjust_lr_fn=scale)
-    opt = muon.MuonAdamW([dict(params=[p], use_muon=True) for p in ours], lr=lr, weight_decay=wd, momentum=0.95,
-                         nesterov=nesterov, scale=scale)
+    opt = rules.MuonAdamW([dict(params=[p], use_muon=True) for p in ours], lr=lr, weight_decay=wd, momentum=0.95,
+                          nesterov=nesterov, scale=scale)
     for t in range(3):
         with torch.no_grad():  # every step starts from the same weights (bf16 NS rounding differs slightly)
             for p, r in zip(ours, ref):
@@ -64,7 +64,7 @@ def test_update_matches_torch_muon(scale, nesterov):
             assert torch.equal(opt.state[p]["momentum_buffer"], torch_opt.state[r]["momentum_buffer"])
     with torch.no_grad():  # zero gradient, no momentum: the step is the decay alone, exactly
         p = torch.randn(4, 4, requires_grad=True)
-        o = muon.MuonAdamW([dict(params=[p], use_muon=True)], lr=lr, weight_decay=wd, momentum=0.0, nesterov=False)
+        o = rules.MuonAdamW([dict(params=[p], use_muon=True)], lr=lr, weight_decay=wd, momentum=0.0, nesterov=False)
         p0 = p.clone()
         p.grad = torch.zeros_like(p)
         o.step()
@@ -72,11 +72,11 @@ def test_update_matches_torch_muon(scale, nesterov):
 
 
 def test_scale_factors():
-    assert muon.lr_scale((32, 16), "original") == pytest.approx(2 ** 0.5)
-    assert muon.lr_scale((16, 48), "original") == 1.0
-    assert muon.lr_scale((16, 48), "match_rms_adamw") == pytest.approx(0.2 * 48 ** 0.5)
+    assert rules.lr_scale((32, 16), "original") == pytest.approx(2 ** 0.5)
+    assert rules.lr_scale((16, 48), "original") == 1.0
+    assert rules.lr_scale((16, 48), "match_rms_adamw") == pytest.approx(0.2 * 48 ** 0.5)
     with pytest.raises(ValueError):
-        muon.lr_scale((2, 2), "bogus")
+        rules.lr_scale((2, 2), "bogus")
 
 
 def test_newton_schulz_properties():
@@ -85,26 +85,26 @@ def test_newton_schulz_properties():
     q2, _ = torch.linalg.qr(torch.randn(32, 32, generator=g))
     s = torch.linspace(1.0, 3.0, 32)  # well conditioned
     X = q1[:, :32] @ torch.diag(s) @ q2.T
-    O = muon.zeropower_ns(X).float()
+    O = rules.zeropower_ns(X).float()
     sv = torch.linalg.svdvals(O)
     assert sv.min() > 0.5 and sv.max() < 1.5
-    torch.testing.assert_close(muon.zeropower_ns(X.T).float(), O.T, rtol=0, atol=0)   # transpose equivariance
-    torch.testing.assert_close(muon.zeropower_ns(7.5 * X).float(), O, rtol=2e-2, atol=2e-2)  # scale invariance
-    batched = muon.zeropower_ns(torch.stack([X, 2 * X])).float()
+    torch.testing.assert_close(rules.zeropower_ns(X.T).float(), O.T, rtol=0, atol=0)   # transpose equivariance
+    torch.testing.assert_close(rules.zeropower_ns(7.5 * X).float(), O, rtol=2e-2, atol=2e-2)  # scale invariance
+    batched = rules.zeropower_ns(torch.stack([X, 2 * X])).float()
     torch.testing.assert_close(batched[0], O, rtol=2e-2, atol=2e-2)
 
 
 def test_split_routes_by_kind_and_adamw_side_matches_torch():
     torch.manual_seed(0)
     m = Transformer(config_from_preset("llama_nano"))
-    groups = muon.split(optim.param_groups(m))
+    groups = rules.muon_split(optim.param_groups(m))
     kinds = {g["name"]: (g["kind"], g["use_muon"]) for g in groups}
     assert kinds["embed"] == ("embed", False) and kinds["head"] == ("head", False) and kinds["rest"] == ("norm", False)
     assert all(use for name, (kind, use) in kinds.items() if kind in ("attn_qk", "attn_vo", "mlp"))
     # AdamW side equals torch AdamW (same betas, eps, decoupled decay, per-group lr)
     p0 = torch.randn(5, 3)
     a, b = p0.clone().requires_grad_(), p0.clone().requires_grad_()
-    ours = muon.MuonAdamW([dict(params=[a], use_muon=False, lr=0.01, weight_decay=0.1)], betas=(0.9, 0.95), eps=1e-8)
+    ours = rules.MuonAdamW([dict(params=[a], use_muon=False, lr=0.01, weight_decay=0.1)], betas=(0.9, 0.95), eps=1e-8)
     ref = torch.optim.AdamW([b], lr=0.01, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
     for t in range(4):
         g = torch.randn(5, 3)
@@ -124,13 +124,13 @@ def test_per_group_lr_and_state_roundtrip():
     for p, g in zip(ps, grads_for(1)):
         p.grad = g.clone()
     opt.step()
-    steps = [(p.detach() - s).norm() / muon.lr_scale(p.shape, "original") for p, s in zip(ps, start)]
+    steps = [(p.detach() - s).norm() / rules.lr_scale(p.shape, "original") for p, s in zip(ps, start)]
     # same orthogonalised norm scale: the step norm follows each group's lr
     ratios = [float(st / (0.01 * (i + 1))) for i, st in enumerate(steps)]
     assert max(ratios) / min(ratios) < 2.5
     # reload into a fresh optimizer (group lrs come back), same next step
     qs = [s.clone().requires_grad_() for s in start]
-    opt2 = muon.MuonAdamW([dict(params=[q], use_muon=True, name=f"m{i}") for i, q in enumerate(qs)], lr=0.5)
+    opt2 = rules.MuonAdamW([dict(params=[q], use_muon=True, name=f"m{i}") for i, q in enumerate(qs)], lr=0.5)
     opt2.load_state_dict(sd)
     assert [g["lr"] for g in opt2.param_groups] == [0.01, 0.02, 0.03]
     for q, g in zip(qs, grads_for(1)):
@@ -162,7 +162,7 @@ def _ddp_worker(rank, world, port, out_dir):
         # two groups with several matrices, so sorting must cross groups
         groups = [dict(params=[ps[0], ps[2]], use_muon=True, name="a", lr=0.02),
                   dict(params=[ps[1]], use_muon=True, name="b", lr=0.03)]
-        opt = muon.MuonAdamW(groups, weight_decay=0.1, scale="match_rms_adamw")
+        opt = rules.MuonAdamW(groups, weight_decay=0.1, scale="match_rms_adamw")
         for t in range(3):
             for p, g in zip(ps, grads_for(t)):
                 p.grad = g.clone()  # stands for the DDP-all-reduced gradient
@@ -171,8 +171,8 @@ def _ddp_worker(rank, world, port, out_dir):
         sd = opt.state_dict()  # collective: every buffer on every rank
         # resume from the gathered state in a fresh optimizer and take one more step
         qs = [p.detach().clone().requires_grad_() for p in ps]
-        opt2 = muon.MuonAdamW([dict(params=[qs[0], qs[2]], use_muon=True, name="a", lr=0.02),
-                               dict(params=[qs[1]], use_muon=True, name="b", lr=0.03)], weight_decay=0.1, scale="match_rms_adamw")
+        opt2 = rules.MuonAdamW([dict(params=[qs[0], qs[2]], use_muon=True, name="a", lr=0.02),
+                                dict(params=[qs[1]], use_muon=True, name="b", lr=0.03)], weight_decay=0.1, scale="match_rms_adamw")
         opt2.load_state_dict(sd)
         for q, g in zip(qs, grads_for(3)):
             q.grad = g.clone()
@@ -192,8 +192,8 @@ def _free_port():
 def test_ddp_two_ranks_equals_single_device():
     params = make_params()
     ps = [p.clone().requires_grad_() for p in params]
-    opt = muon.MuonAdamW([dict(params=[ps[0], ps[2]], use_muon=True, name="a", lr=0.02),
-                          dict(params=[ps[1]], use_muon=True, name="b", lr=0.03)], weight_decay=0.1, scale="match_rms_adamw")
+    opt = rules.MuonAdamW([dict(params=[ps[0], ps[2]], use_muon=True, name="a", lr=0.02),
+                           dict(params=[ps[1]], use_muon=True, name="b", lr=0.03)], weight_decay=0.1, scale="match_rms_adamw")
     for t in range(3):
         for p, g in zip(ps, grads_for(t)):
             p.grad = g.clone()

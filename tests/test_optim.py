@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optim
-import optimizers as O
+import rules as O
 from model import Transformer, config_from_preset
 
 
@@ -315,7 +315,8 @@ def test_sam_step_on_a_quadratic(adaptive):
 
 
 def hand_dals(variant, w0, depth, gs, losses, T, lr, mu, alpha0, tau2, warmup, wd=5e-4, t0=10, zero_first=False):
-    """Direct transcription of specs/strategies.md §2 for one tensor."""
+    """Direct transcription of DALS (docs/strategies.md) for one tensor. The LR of 0-based step k is
+    η·λ(k+1), λ the warmup-cosine rule (the reference, zero_first: η·λ(k)); dals_acc: η·SGDR(k+1)."""
     w, e, m = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
     E, P, k, c, i, Ti = None, 0, 0, 0, 0, t0
     for g, loss in zip(gs, losses):
@@ -333,8 +334,8 @@ def hand_dals(variant, w0, depth, gs, losses, T, lr, mu, alpha0, tau2, warmup, w
                 Ti = int(t0 * 2 ** i)
             eta = lr * 0.5 * (1 + math.cos(math.pi * min(c / Ti, 1)))
         else:
-            W = int(warmup * T)
-            s = ((k if zero_first else k + 1) / max(1, W)) if k < W else 0.5 * (1 + math.cos(math.pi * min((k - W) / max(1, T - W), 1)))
+            W, t = int(warmup * T), (k if zero_first else k + 1)
+            s = t / W if t < W else 0.5 * (1 + math.cos(math.pi * min((t - W) / max(1, T - W), 1)))
             eta = lr * s
         k += 1
         if variant == "dals_acc":
@@ -369,15 +370,22 @@ def test_dals_matches_the_spec(variant, opts, zero_first):
     starts = [W0, B0, Z0]
     gs = [grads(t, *shapes) for t in range(n)]
     params = fresh(*starts)
-    opt = O.DALS([dict(params=[p], depth=d) for p, d in zip(params, depths)], lr=lr, max_iters=T, variant=variant,
-                 momentum=opts["mu"], alpha0=opts["alpha0"], tau2=opts["tau2"], warmup_frac=opts["warmup"],
-                 t0=opts.get("t0", 10), zero_first_lr=zero_first)
+    keys = {"dals": ("dals_momentum", "dals_alpha0", "dals_tau2", "dals_warmup_frac"),
+            "dals_fast": ("dals_fast_momentum", "dals_alpha0", "dals_tau2", "dals_fast_warmup_frac"),
+            "dals_acc": ("dals_momentum", "dals_acc_alpha0", "dals_acc_tau2", "dals_acc_t0")}[variant]
+    values = (opts["mu"], opts["alpha0"], opts["tau2"], opts.get("t0") if variant == "dals_acc" else opts["warmup"])
+    strategy = optim.build(variant, tiny_model(), optim.default_config(learning_rate=lr, max_iters=T, dals_zero_first_lr=zero_first,
+                                                                       **dict(zip(keys, values))))
+    opt = O.DALS([dict(params=[p], depth=d) for p, d in zip(params, depths)], lr=lr, variant=variant,
+                 momentum=opts["mu"], alpha0=opts["alpha0"], tau2=opts["tau2"])
     phases = []
     for t in range(n):
         for p, g in zip(params, gs[t]):
             p.grad = g
         opt.observe(torch.tensor(losses[t]))
         phases.append(opt.glob["phase"])
+        for group in opt.param_groups:  # the schedule lives in the strategy, not in the optimizer
+            group["lr"] = lr * strategy.scale(t)
         opt.step()
     assert set(phases) == {0, 1, 2}
     for j, (p, d, w0) in enumerate(zip(params, depths, starts)):
@@ -391,9 +399,11 @@ def test_dals_strategy_first_lr_and_depths():
     s = optim.build("dals", m, optim.default_config(learning_rate=0.03, max_iters=200, faithful=True))
     depths = {g["name"]: g["depth"] for g in s.optimizer.param_groups}
     assert depths["embed"] == 0.0 and depths["blocks.0.attn.q"] == pytest.approx(1 / 3) and depths["head"] == 1.0
-    assert s.optimizer.current_lr() == 0.0  # reference: first update at LR 0
+    s.step(0)  # no gradients: only the LR is set
+    assert set(s.lrs().values()) == {0.0}  # reference: first update at LR 0
     c = optim.build("dals", m, optim.default_config(learning_rate=0.03, max_iters=200))
-    assert c.optimizer.current_lr() == pytest.approx(0.03 / 10)  # canonical ramp (k+1)/W, W = 10
+    c.step(0)
+    assert list(set(c.lrs().values())) == [pytest.approx(0.03 / 10)]  # the warmup rule t/W at t = 1, W = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,10 +479,33 @@ def test_registry():
     with pytest.raises(optim.ConfigError, match="available: uniform, fixed_sgd"):
         optim.build("nope", tiny_model(), optim.default_config())
     names = list(optim.STRATEGIES)
-    assert names[0] == "uniform" and names[:len(optim.CATALOGUE)] == optim.CATALOGUE
-    assert optim.PAPER_18 == ["fixed_sgd", "cosine_sgd", "sgdr", "adam", "adamw", "adabound", "lars", "discriminative",
+    assert names[0] == "uniform" and tuple(names[:len(optim.CATALOGUE)]) == optim.CATALOGUE
+    assert optim.PAPER_18 == ("fixed_sgd", "cosine_sgd", "sgdr", "adam", "adamw", "adabound", "lars", "discriminative",
                               "radam", "lion", "lookahead_adamw", "sam", "grokfast", "stlr_discriminative",
-                              "sam_discriminative", "dals", "dals_fast", "dals_acc"]
+                              "sam_discriminative", "dals", "dals_fast", "dals_acc")
     hp = optim.hyperparameters()
-    assert set(optim.FAITHFUL_FLAGS) <= set(hp) and not set(hp) & set(optim.COMMON_DEFAULTS)
+    assert set(optim.FAITHFUL_FLAGS) <= set(hp) and set(optim.COMMON) <= set(hp)
     assert [optim.STRATEGIES[n].uses_loss for n in optim.CATALOGUE].count(True) == 3
+
+
+def out_of_domain(key):
+    inside, _ = optim.DOMAINS[key]
+    for value in (-1, -1.5, 2.0, 0, "bogus", 1.5):
+        try:
+            if not inside(value):
+                return value
+        except TypeError:
+            return value
+
+
+def test_every_hyperparameter_outside_its_domain_gives_the_same_error_in_every_strategy_that_uses_it():
+    messages = {}
+    for name, cls in optim.STRATEGIES.items():
+        for key in [*optim.COMMON, *cls.defaults]:
+            if key not in optim.DOMAINS:
+                continue
+            with pytest.raises(optim.ConfigError, match=f"^{key} must be ") as err:
+                optim.build(name, tiny_model(), optim.default_config(**{key: out_of_domain(key)}))
+            messages.setdefault(key, set()).add(str(err.value))
+    assert all(len(m) == 1 for m in messages.values()), {k: m for k, m in messages.items() if len(m) > 1}
+    assert {"muon_scale", "muon_ns_steps", "sgd_momentum", "beta1"} <= set(messages)

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import optim
 import train
 from conftest import ROOT
 from data.shakespeare.prepare import write_split
@@ -257,3 +258,32 @@ def test_logged_lr_is_the_lr_of_that_iterations_update(text_dataset, tmp_path):
                       "--strategy=uniform", "--warmup_iters=4"])
     lrs = [json.loads(l)["lr"] for l in open(os.path.join(out, "metrics.jsonl")) if '"lr"' in l]
     assert lrs == pytest.approx([3e-3 * t / 4 for t in (1, 2, 3, 4)])  # linear warmup t/W for updates t = 1..4
+
+
+def test_a_config_file_includes_others_relative_to_itself_and_bare_flags_mean_true(tmp_path):
+    (tmp_path / "size.py").write_text("max_iters = 100\n")
+    (tmp_path / "method.py").write_text("strategy = 'uniform'\nout_dir = f'out/{max_iters}'\n")
+    (tmp_path / "both.py").write_text("include('size.py', 'method.py')\nbatch_size = 2\n")
+    cfg = train.parse_config([str(tmp_path / "both.py"), "--dry_run"])
+    assert (cfg["max_iters"], cfg["strategy"], cfg["out_dir"], cfg["batch_size"], cfg["dry_run"]) == (100, "uniform", "out/100", 2, True)
+    # configs/default.py runs only when no config file is given: its LLR cadence is not a global default
+    assert train.parse_config([str(tmp_path / "size.py")])["llr_every"] == 100 == optim.hyperparameters()["llr_every"]
+    assert train.parse_config([])["llr_every"] == 20
+
+
+def test_strategy_keys_have_one_default_and_run_keys_never_shadow_them():
+    assert not set(train.RUN_KEYS) & set(optim.hyperparameters())
+    assert train.DEFAULTS["learning_rate"] == optim.COMMON["learning_rate"]
+
+
+def test_a_fresh_run_refuses_an_out_dir_holding_a_run_and_a_resume_logs_each_iteration_once(text_dataset, tmp_path):
+    out = str(tmp_path / "run")
+    args = TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--eval_interval=3"]
+    run_train(args + ["--max_iters=4"])
+    before = open(os.path.join(out, "metrics.jsonl")).read()
+    proc = run_train(args + ["--max_iters=6"], check=False)
+    assert proc.returncode != 0 and "already holds a run" in proc.stderr and "--init_from=resume" in proc.stderr
+    assert open(os.path.join(out, "metrics.jsonl")).read() == before and load_checkpoint(out)["iter_num"] == 4
+    run_train(args + ["--max_iters=8", "--init_from=resume"])  # from the checkpoint at iter 4
+    iters = [json.loads(l)["iter"] for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert iters == sorted(set(iters)) == list(range(9))
