@@ -1,26 +1,29 @@
 """
 Heavy-tailed self-regularization (HT-SR) metrics of weight matrices (Martin & Mahoney), defined so that
 the numbers agree with weightwatcher 0.7.7 and with the PL_Alpha_Hill estimator of LLR / TempBalance.
+A library: it imports nothing of the project (the command-line tool is eval/htsr.py).
 
     lam = esd(W)                                  # eigenvalues of WᵀW, ascending, fp32, on W's device
     alpha = hill_alpha(lam, method='median')      # 'median' (LLR), 'ks' (weightwatcher), 'fix-finger'
-    fit = powerlaw_fit(lam, method='ks')          # alpha, D, xmin, xmax, sigma, num_pl_spikes
+    fit = powerlaw_fit(lam, method='ks')          # alpha, D, xmin, xmax, sigma, num_pl_spikes, n_fit
     m = spectrum_metrics(lam, n_rows=W.shape[0])  # the fit plus log_norm, stable_rank, entropy, ...
     rows = analyze(model, method='median', metrics=('alpha',), min_evals=50)   # one dict per matrix
+    mats = named_matrices(model)                  # [(name, weight)] that analyze() fits
+    lam = stack_eigvals(same_shape_mats, route)   # (B, M) batched eigenvalues by one route (ROUTES)
 
-python spectral.py <ckpt.pt or run dir> [--method ks] [--json f] [--csv f] [--plot dir --modules a,b]
-python spectral.py --compare A B                  per-kind mean alpha of two checkpoints
-python spectral.py --bench [--device cuda] [--no-ww]
+Inputs: analyze() and named_matrices() take an nn.Module (DDP- or torch.compile-wrapped is fine; Linear,
+Embedding and Conv2d weights, a tied matrix once under its first name) or a dict: a state dict or
+{name: tensor} ('.weight' suffixes and '_orig_mod.'/'module.' prefixes dropped, biases and 1-D gains left
+out, tensors sharing storage counted once), or a checkpoint dict with 'model' and 'model_config' keys.
+Loading a checkpoint file is the caller's job. Rows of analyze(): name, shape, N, M (larger dimension,
+number of eigenvalues), skipped (None or the reason), xmin_method, scale and the requested METRICS.
 
-Conventions (see specs/htsr_metrics.md): no 1/N normalization; n counts xmin (Clauset's MLE, as
-weightwatcher and the LLR code); fits in float64; eigenvalues <= 1e-5 are left out of fits unless
-filter_zeros=False; Conv2d weights are kh*kw slices of shape (out, in) whose spectra are pooled and
-scaled by 0.5 (weightwatcher's conv2d_norm).
+Conventions (docs/htsr.md): no 1/N normalization; n counts xmin (Clauset's MLE, as weightwatcher and the
+LLR code); fits in float64; eigenvalues <= 1e-5 are left out of fits unless filter_zeros=False; Conv2d
+weights are kh*kw slices of shape (out, in) whose spectra are pooled and scaled by 0.5 (weightwatcher's
+conv2d_norm). Under torch.distributed, analyze() splits the matrices across ranks and all-gathers the rows.
 """
-import argparse
 import math
-import os
-import sys
 import time
 import warnings
 
@@ -51,7 +54,7 @@ def _check_weight(W):
         raise ValueError(f"empty matrix of shape {tuple(W.shape)}")
 
 
-def _stack_eigvals(mats, route):
+def stack_eigvals(mats, route):
     """Ascending eigenvalues of WᵀW for same-shape (rows >= cols) matrices: a (B, cols) tensor on their
     device, fp32 (fp64 for the *64 routes), NaN rows for non-finite matrices. Routes, chosen by measurement:
     'auto' = 'gesvda' on CUDA (rows < 8·cols), 'gram' elsewhere. 'gram': fp32 Gram + eigvalsh, ~5x cheaper
@@ -60,7 +63,7 @@ def _stack_eigvals(mats, route):
     (weightwatcher's GPU/CPU numbers). 'gesvda': cuSOLVER's batched SVD, ~4x faster than eigvalsh on an
     H100, top half to ~1e-7; a stack it rejects (ill-conditioned, non-finite) takes the 'gram' route."""
     if route == "auto":
-        route = _auto_route(mats[0].device, *mats[0].shape)
+        route = auto_route(mats[0].device, *mats[0].shape)
     if route == "gesvda":  # cuSOLVER's batched SVD via the Gram matrix: ~5x faster than eigvalsh on a GPU
         try:
             with warnings.catch_warnings():
@@ -90,7 +93,7 @@ def _stack_eigvals(mats, route):
     return lam.clamp_(min=0)
 
 
-def _auto_route(device, rows, cols):
+def auto_route(device, rows, cols):
     """gesvda on CUDA, except very tall matrices (embeddings), where a Gram matrix is cheaper; gram elsewhere."""
     return "gesvda" if torch.device(device).type == "cuda" and rows < 8 * cols else "gram"
 
@@ -123,7 +126,7 @@ def esd(W, route="auto", pool=True):
     _check_weight(W)
     with torch.no_grad(), _highest_matmul_precision():
         mats = _slices(W.detach())
-        lam = _stack_eigvals(mats, route)
+        lam = stack_eigvals(mats, route)
     if not torch.isfinite(lam).all():
         raise ValueError(f"matrix of shape {tuple(W.shape)} contains NaN or inf (or overflows fp32)")
     if W.ndim == 2:
@@ -300,15 +303,13 @@ def _method_label(method, reference, k_term):
 
 
 # ----------------------------------------------------------------------------------------------
-# analyze(): every weight matrix of a model, state dict, {name: tensor} or checkpoint
+# analyze(): every weight matrix of a model, state dict, {name: tensor} or checkpoint dict
 
 
 def named_matrices(obj):
-    """[(name, tensor)] of the weight matrices of a module, state dict, {name: tensor} or checkpoint path.
-    Module names drop '.weight' and match optim.param_groups (a tied matrix appears once, first name)."""
-    if isinstance(obj, (str, os.PathLike)):
-        import model as model_lib
-        obj = model_lib.load_checkpoint(os.fspath(obj), map_location="cpu")
+    """[(name, tensor)] of the weight matrices of a module, state dict, {name: tensor} or train.py
+    checkpoint dict. Module names drop '.weight' and match optim.param_groups (a tied matrix appears once,
+    first name)."""
     if isinstance(obj, nn.Module):
         obj = getattr(obj, "module", obj)
         obj = getattr(obj, "_orig_mod", obj)
@@ -319,7 +320,8 @@ def named_matrices(obj):
                 out.append((name, mod.weight))
         return out
     if not isinstance(obj, dict):
-        raise ValueError(f"cannot analyze a {type(obj).__name__}: pass a module, state dict or checkpoint path")
+        raise ValueError(f"cannot analyze a {type(obj).__name__}: pass a module, a state dict or {{name: tensor}} "
+                         "(load a checkpoint file first, e.g. with model.load_checkpoint)")
     if "model" in obj and "model_config" in obj:   # a train.py checkpoint dict
         obj = obj["model"]
     seen, out = set(), []
@@ -333,14 +335,6 @@ def named_matrices(obj):
         seen.add(ptr)
         out.append((name, t))
     return out
-
-
-def kind_of(name):
-    try:
-        import optim
-        return optim.matrix_kind(name)
-    except (ValueError, ImportError):
-        return "other"
 
 
 def _plan(names_shapes, world):
@@ -357,7 +351,8 @@ def _plan(names_shapes, world):
 def analyze(obj, method="median", metrics=METRICS, min_evals=0, exclude=(), filter_zeros=True, xmin_pos=2,
             reference=False, k_term=False, route="auto", entropy_eps=1e-10, rank_eps_dtype=torch.float64,
             chunk_bytes=1 << 28, timings=None):
-    """One row (dict) per weight matrix: name, shape, kind, N, M, skipped (None or the reason), xmin_method,
+    """One row (dict) per weight matrix of obj (a module or dict, see named_matrices; anything else, a
+    file path included, raises ValueError): name, shape, N, M, skipped (None or the reason), xmin_method,
     scale and the requested metrics. Same-shape matrices are decomposed in one batched call on their own
     device; only eigenvalue vectors and results move. Under torch.distributed the matrices are split across
     ranks and the rows all-gathered, so every rank returns identical numbers. Never raises for a bad
@@ -372,7 +367,7 @@ def analyze(obj, method="median", metrics=METRICS, min_evals=0, exclude=(), filt
         shape = tuple(t.shape)
         rf = shape[2] * shape[3] if t.ndim == 4 else 1
         big, small = (max(shape[:2]), min(shape[:2])) if t.ndim >= 2 else (0, 0)
-        rows.append(dict(name=name, shape=list(shape), kind=kind_of(name), N=big, M=small * rf, skipped=None,
+        rows.append(dict(name=name, shape=list(shape), N=big, M=small * rf, skipped=None,
                          xmin_method=_method_label(method, reference, k_term), scale=0.5 if rf > 1 else 1.0))
         try:
             _check_weight(t)
@@ -397,7 +392,7 @@ def analyze(obj, method="median", metrics=METRICS, min_evals=0, exclude=(), filt
     with torch.no_grad(), _highest_matmul_precision():
         for key, ks in groups.items():
             N, M = rows[ks[0]]["N"], rows[ks[0]]["M"]
-            picked = _auto_route(key[0], N, M) if route == "auto" and key[0] != "conv" else route
+            picked = auto_route(key[0], N, M) if route == "auto" and key[0] != "conv" else route
             stacks_weights = picked in ("svd", "svd64", "gesvda")
             per = max(1, chunk_bytes // (4 * M * (N if stacks_weights else M)))
             for c in range(0, len(ks), per):
@@ -411,7 +406,7 @@ def analyze(obj, method="median", metrics=METRICS, min_evals=0, exclude=(), filt
                         continue
                 else:
                     mats = [entries[k][1].detach() for k in chunk]
-                    lam = _stack_eigvals([m.T if m.shape[0] < m.shape[1] else m for m in mats], route)
+                    lam = stack_eigvals([m.T if m.shape[0] < m.shape[1] else m for m in mats], route)
                 if lam.device.type == "mps":
                     lam = lam.cpu()
                 t1 = _clock(lam.device)
@@ -445,218 +440,3 @@ def _clock(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI: table, json/csv, plots, compare, bench
-
-KIND_ORDER = ("embed", "attn_qk", "attn_vo", "mlp", "head", "other")
-
-
-def format_table(rows, metrics):
-    width = max([len(r["name"]) for r in rows] + [6])
-    lines = [f"{'module':<{width}}  {'kind':<8} {'N':>6} {'M':>5}  " + " ".join(f"{m:>12}" for m in metrics)]
-    for r in rows:
-        vals = f"skipped: {r['skipped']}" if r["skipped"] else " ".join(f"{r[m]:>12.4g}" for m in metrics)
-        lines.append(f"{r['name']:<{width}}  {r['kind']:<8} {r['N']:>6} {r['M']:>5}  {vals}")
-    return "\n".join(lines)
-
-
-def kind_means(rows, metric="alpha"):
-    out = {}
-    for kind in KIND_ORDER:
-        vals = [r[metric] for r in rows if r["kind"] == kind and not r["skipped"]]
-        if vals:
-            out[kind] = (sum(vals) / len(vals), len(vals))
-    return out
-
-
-def write_csv(rows, path):
-    import csv
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def plot(rows, obj, out_dir, modules=(), route="auto", **fit_kwargs):
-    """alpha per module grouped by kind, and the log-log ESD with its fitted tail for the chosen modules."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
-    import numpy as np
-    os.makedirs(out_dir, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(rows)), 4))
-    for kind in KIND_ORDER:
-        pts = [(i, r["alpha"]) for i, r in enumerate(rows) if r["kind"] == kind and not r["skipped"]]
-        if pts:
-            ax.scatter(*zip(*pts), label=kind, s=14)
-    ax.set(xlabel="module (model order)", ylabel="alpha", title=f"PL alpha per module ({rows[0]['xmin_method']})")
-    ax.legend()
-    fig.savefig(os.path.join(out_dir, "alpha_by_kind.png"), dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    mats = dict(named_matrices(obj))
-    for name in modules:
-        if name not in mats:
-            raise SystemExit(f"--modules: no weight matrix named {name!r}; names: {', '.join(mats)}")
-        lam = esd(mats[name].float(), route=route).double().cpu()
-        fit = powerlaw_fit(lam, **fit_kwargs)
-        lam = lam[lam > EVALS_THRESH].numpy()
-        fig, ax = plt.subplots(figsize=(5, 4))
-        edges = np.logspace(np.log10(lam.min()), np.log10(lam.max()), min(60, max(8, len(lam) // 10)) + 1)
-        dens, _ = np.histogram(lam, bins=edges, density=True)
-        mids = np.sqrt(edges[1:] * edges[:-1])
-        ax.loglog(mids[dens > 0], dens[dens > 0], "b.", label="ESD")
-        x = np.logspace(np.log10(fit["xmin"]), np.log10(lam.max()), 50)
-        frac = fit["n_fit"] / len(lam)  # the tail holds this share of the density
-        a = fit["alpha"]
-        ax.loglog(x, frac * (a - 1) / fit["xmin"] * (x / fit["xmin"]) ** (-a), "r--", label=f"PL alpha={a:.2f}")
-        ax.axvline(fit["xmin"], color="r", lw=0.8)
-        ax.set(xlabel="eigenvalue", ylabel="density", title=f"{name} ({fit['xmin_method']}, D={fit['D']:.3f})")
-        ax.legend()
-        fig.savefig(os.path.join(out_dir, f"esd_{name}.png"), dpi=120, bbox_inches="tight")
-        plt.close(fig)
-    print(f"wrote plots to {out_dir}")
-
-
-def bench(device, model_name, use_ww, route="auto"):
-    import datetime
-    import model as model_lib
-    torch.manual_seed(0)
-    net = model_lib.Transformer(model_lib.config_from_preset(model_name)).to(device)
-    min_evals = 50
-    print(f"$ python {' '.join(sys.argv)}")
-    print(f"date {datetime.datetime.now().isoformat(timespec='seconds')}  device {device}"
-          f"{' (' + torch.cuda.get_device_name() + ')' if device.startswith('cuda') else ''}  torch {torch.__version__}"
-          f"  threads {torch.get_num_threads()}  model {model_name} (random init)")
-    analyze({"warmup": torch.randn(96, 64, device=device)}, method="ks")
-    ours = {}
-    for method in ("median", "ks"):
-        if device.startswith("cuda"):
-            analyze(net, method=method, min_evals=min_evals, route=route)
-        tm = {}
-        t0, c0 = _clock(device), time.process_time()
-        rows = analyze(net, method=method, min_evals=min_evals, timings=tm, route=route)
-        ours[method] = (_clock(device) - t0, time.process_time() - c0, {r["name"]: r for r in rows})
-        print(f"spectral.py {method:<6}: {ours[method][0]:.3f} s wall, {ours[method][1]:.3f} s CPU for {len(rows)} "
-              f"matrices (eigenvalues {tm['eig_s']:.3f} s, fits+metrics {tm['fit_s']:.3f} s = "
-              f"{100 * tm['fit_s'] / tm['eig_s']:.1f}% of eig)")
-    t0 = _clock(device)
-    analyze(net, method="median", metrics=("alpha",), min_evals=min_evals, route=route)
-    print(f"LLR path analyze(model, method='median', metrics=('alpha',), min_evals=50): {_clock(device) - t0:.3f} s")
-    bench_routes(net, device)
-    if not use_ww:
-        return
-    try:
-        import logging
-        logging.getLogger("weightwatcher").setLevel(logging.ERROR)  # its import logs the SVD backend it picked
-        import weightwatcher
-    except ImportError:
-        print("weightwatcher not installed: skipping the comparison (pip install weightwatcher==0.7.7 powerlaw==1.5)")
-        return
-    net = net.cpu()
-    t0, c0 = time.perf_counter(), time.process_time()
-    df = weightwatcher.WeightWatcher(model=net).analyze(min_evals=min_evals, max_N=10 ** 6, pl_package="ww")
-    t_ww, c_ww = time.perf_counter() - t0, time.process_time() - c0
-    print(f"weightwatcher {weightwatcher.__version__} analyze(min_evals={min_evals}, max_N=1e6, pl_package='ww'): "
-          f"{t_ww:.3f} s wall, {c_ww:.3f} s CPU for {len(df)} matrices (CPU, scipy float64 SVD)")
-    for method in ("median", "ks"):
-        print(f"speed-up {method}: {t_ww / ours[method][0]:.1f}x wall, {c_ww / ours[method][1]:.1f}x CPU time")
-    rows = ours["ks"][2]
-    rel = max(abs(r["alpha"] - rows[r["longname"]]["alpha"]) / abs(r["alpha"]) for _, r in df.iterrows())
-    print(f"max relative |Δalpha| ks vs weightwatcher: {rel:.2e}")
-    for metric in ("alpha", "D", "log_norm", "log_spectral_norm", "alpha_weighted", "log_alpha_norm", "stable_rank",
-                   "entropy", "matrix_rank"):
-        delta = max(abs(r[metric] - rows[r["longname"]][metric]) for _, r in df.iterrows())
-        print(f"max |Δ{metric}| ks vs weightwatcher: {delta:.2e}")
-
-
-def bench_routes(net, device):
-    """Milliseconds per same-shape group for every eigenvalue route on this device, so the 'auto' choice can
-    be checked by measurement on new hardware (the best of two runs after a warm-up)."""
-    groups = {}
-    for _, w in named_matrices(net):
-        w = w.detach()
-        w = w.T if w.shape[0] < w.shape[1] else w
-        groups.setdefault(tuple(w.shape), []).append(w)
-    routes = [r for r in ROUTES if r != "auto" and (r != "gesvda" or device.startswith("cuda"))]
-    print("eigenvalue routes, ms per same-shape group (auto picks: " +
-          ", ".join(f"{n}x{m} {_auto_route(device, n, m)}" for (n, m), ws in groups.items()) + ")")
-    print(f"{'group':<18}" + "".join(f"{r:>10}" for r in routes))
-    total = dict.fromkeys(routes, 0.0)
-    for (n, m), ws in groups.items():
-        line = f"{len(ws):>3} x {n}x{m}".ljust(18)
-        for r in routes:
-            _stack_eigvals(ws, r)
-            best = math.inf
-            for _ in range(2):
-                t0 = _clock(device)
-                _stack_eigvals(ws, r)
-                best = min(best, _clock(device) - t0)
-            total[r] += best
-            line += f"{1e3 * best:>10.1f}"
-        print(line)
-    print(f"{'all':<18}" + "".join(f"{1e3 * total[r]:>10.1f}" for r in routes))
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="HT-SR metrics of every weight matrix of a nanoLR checkpoint")
-    p.add_argument("path", nargs="?", help="checkpoint file or run directory holding ckpt.pt")
-    p.add_argument("--method", default="median", choices=METHODS)
-    p.add_argument("--metrics", default="alpha,D,num_pl_spikes,log_norm,log_spectral_norm,stable_rank,entropy")
-    p.add_argument("--min-evals", type=int, default=0)
-    p.add_argument("--route", default="auto", choices=ROUTES)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json")
-    p.add_argument("--csv")
-    p.add_argument("--plot", metavar="DIR")
-    p.add_argument("--modules", default="", help="comma-separated module names for ESD plots")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"))
-    p.add_argument("--bench", action="store_true")
-    p.add_argument("--model", default="llama_135m")
-    p.add_argument("--no-ww", action="store_true")
-    args = p.parse_args(argv)
-    if args.bench:
-        return bench(args.device, args.model, not args.no_ww, args.route)
-    metrics = tuple(m for m in args.metrics.split(",") if m)
-    if set(metrics) - set(METRICS):
-        p.error(f"unknown metrics {sorted(set(metrics) - set(METRICS))}; available: {','.join(METRICS)}")
-    kw = dict(method=args.method, min_evals=args.min_evals, route=args.route)
-    try:
-        if args.compare:
-            means = [kind_means(analyze(load_weights(a, args.device), **kw)) for a in args.compare]
-            print(f"mean alpha ({args.method})\n{'kind':<8} {'A':>12} {'B':>12}")
-            for kind in KIND_ORDER:
-                a, b = (m.get(kind, (float("nan"), 0))[0] for m in means)
-                if kind in means[0] or kind in means[1]:
-                    print(f"{kind:<8} {a:>12.4f} {b:>12.4f}")
-            return
-        if not args.path:
-            p.error("give a checkpoint path or run directory (or --compare A B, or --bench)")
-        weights = load_weights(args.path, args.device)
-        rows = analyze(weights, metrics=METRICS, **kw)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"spectral.py: {e}") from None
-    print(format_table(rows, metrics))
-    if args.json:
-        import json
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    if args.csv:
-        write_csv(rows, args.csv)
-    if args.plot:
-        plot(rows, weights, args.plot, [m for m in args.modules.split(",") if m], route=args.route, method=args.method)
-
-
-def load_weights(path, device):
-    """The model state dict of a train.py checkpoint, loaded straight onto device."""
-    import model as model_lib
-    return model_lib.load_checkpoint(path, map_location=device)["model"]
-
-
-if __name__ == "__main__":
-    main()

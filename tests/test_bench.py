@@ -4,7 +4,7 @@ import re
 import pytest
 
 import bench
-import spectral
+from eval import htsr
 
 TINY = ["--model=llama_nano", "--batch_size=2", "--block_size=32", "--steps=1", "--compile=False", "--dtype=float32"]
 
@@ -31,7 +31,7 @@ def test_bench_llr_reports_refit_cost_and_projections(capsys):
 
 def test_spectral_bench_times_every_route_and_agrees_with_weightwatcher(capsys):
     pytest.importorskip("weightwatcher")
-    spectral.bench("cpu", "llama_nano", use_ww=True)
+    htsr.bench("cpu", "llama_nano", use_ww=True)
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("group"))
     assert header.split()[1:] == ["gram", "gram64", "svd", "svd64"]  # gesvda is CUDA-only

@@ -1,4 +1,6 @@
-"""spectral.py against direct transcriptions of the formulas and against weightwatcher 0.7.7 as oracle."""
+"""spectral.py against direct transcriptions of the formulas and against weightwatcher 0.7.7 as oracle;
+its command-line tool eval/htsr.py end to end."""
+import ast
 import os
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import torch.nn as nn
 import model
 import optim
 import spectral
+from eval import htsr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -217,11 +220,15 @@ def test_analyze_names_match_param_groups():
         groups = [g for g in optim.param_groups(net) if g["kind"] != "norm"]
         rows = spectral.analyze(net, metrics=("alpha",))
         assert [r["name"] for r in rows] == [g["name"] for g in groups]
-        assert [r["kind"] for r in rows] == [g["kind"] for g in groups]
+        assert [r["kind"] for r in htsr.with_kinds(rows)] == [g["kind"] for g in groups]   # the tool adds kind
         sd_rows = spectral.analyze(net.state_dict(), metrics=("alpha",))
         assert [r["name"] for r in sd_rows] == [g["name"] for g in groups]   # tied head dropped
         assert [r["alpha"] for r in sd_rows] == [r["alpha"] for r in rows]
-        assert set(rows[0]) == {"name", "shape", "kind", "N", "M", "skipped", "xmin_method", "scale", "alpha"}
+        assert set(rows[0]) == {"name", "shape", "N", "M", "skipped", "xmin_method", "scale", "alpha"}
+        assert list(htsr.with_kinds(rows)[0]) == ["name", "shape", "kind", "N", "M", "skipped", "xmin_method",
+                                                  "scale", "alpha"]
+    # a name outside model.py's naming is of kind 'other' in the tool
+    assert htsr.with_kinds(spectral.analyze({"proj": torch.randn(80, 60)}, metrics=("alpha",)))[0]["kind"] == "other"
 
 
 def test_batched_equals_per_matrix(nano):
@@ -283,18 +290,64 @@ def test_conv2d_pooled_matches_weightwatcher():
 def test_checkpoint_path_and_cli(tmp_path, nano):
     from dataclasses import asdict
     torch.save({"model": nano.state_dict(), "model_config": asdict(nano.cfg)}, tmp_path / "ckpt.pt")
-    rows = spectral.analyze(str(tmp_path), metrics=("alpha",))
-    assert [r["alpha"] for r in rows] == [r["alpha"] for r in spectral.analyze(nano, metrics=("alpha",))]
+    expected = [r["alpha"] for r in spectral.analyze(nano, metrics=("alpha",))]
+    rows = spectral.analyze(htsr.load_weights(str(tmp_path)), metrics=("alpha",))
+    assert [r["alpha"] for r in rows] == expected
+    rows = spectral.analyze(model.load_checkpoint(str(tmp_path)), metrics=("alpha",))   # the whole checkpoint dict
+    assert [r["alpha"] for r in rows] == expected
     with pytest.raises(FileNotFoundError):
-        spectral.analyze(str(tmp_path / "missing"))
+        htsr.load_weights(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="load a checkpoint"):   # loading files is the tool's job
+        spectral.analyze(str(tmp_path))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "spectral.py", str(tmp_path / "nope")], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "eval/htsr.py", str(tmp_path / "nope")], cwd=ROOT, capture_output=True,
                          text=True, env=env)
     assert out.returncode != 0 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    out = subprocess.run([sys.executable, "spectral.py", str(tmp_path), "--method", "ks", "--json",
+    out = subprocess.run([sys.executable, "eval/htsr.py", str(tmp_path), "--method", "ks", "--json",
                           str(tmp_path / "a.json")], cwd=ROOT, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert "blocks.1.mlp.down" in out.stdout and (tmp_path / "a.json").exists()
+
+
+def test_cli_compare_csv_and_plots(tmp_path, nano, capsys):
+    from dataclasses import asdict
+    torch.save({"model": nano.state_dict(), "model_config": asdict(nano.cfg)}, tmp_path / "ckpt.pt")
+    htsr.main(["--compare", str(tmp_path), str(tmp_path / "ckpt.pt"), "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "mean alpha (median)" and [l.split()[0] for l in lines[2:]] == ["embed", "attn_qk", "attn_vo",
+                                                                                      "mlp", "head"]
+    assert all(l.split()[1] == l.split()[2] for l in lines[2:])   # the same checkpoint twice
+    pytest.importorskip("matplotlib")
+    htsr.main([str(tmp_path), "--device", "cpu", "--csv", str(tmp_path / "a.csv"), "--plot", str(tmp_path / "plots"),
+               "--modules", "embed,blocks.0.mlp.up"])
+    assert "kind" in open(tmp_path / "a.csv").readline().split(",")
+    assert sorted(os.listdir(tmp_path / "plots")) == ["alpha_by_kind.png", "esd_blocks.0.mlp.up.png", "esd_embed.png"]
+
+
+PROJECT_MODULES = {"model", "optim", "train", "rules", "llr", "data", "eval"}
+
+
+def imported_modules(path):
+    """Top-level names of every module a file imports, at the top or inside functions (relative imports as
+    '.'), plus the constant arguments of __import__ / importlib.import_module calls."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." if node.level else node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            fn = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if fn in ("__import__", "import_module"):
+                found.add(str(node.args[0].value).split(".")[0])
+    return found
+
+
+def test_spectral_imports_nothing_of_the_project():
+    found = imported_modules(os.path.join(ROOT, "spectral.py"))
+    assert "torch" in found   # the walk sees the imports
+    assert not found & (PROJECT_MODULES | {"."}), sorted(found & (PROJECT_MODULES | {"."}))
+    assert "train" not in imported_modules(os.path.join(ROOT, "eval", "htsr.py"))   # the tool never imports train
 
 
 def _free_port():
