@@ -89,7 +89,7 @@ LM_FAMILY = {
     "uniform": "adam", "adam": "adam", "adamw": "adam", "adabound": "adam", "radam": "adam", "lookahead_adamw": "adam",
     "rmsprop": "adam", "llrd": "adam", "gradual_unfreezing": "adam", "lion": "lion", "lars": "lars", "dals": "dals",
     "dals_fast": "dals", "dals_acc": "dals", "adagrad": "adagrad", "lamb": "lamb", "adafactor": "adafactor", "muon": "muon",
-    "grokfast": "grokfast", "llr": "adam", "uniform_upbound": "adam", "blockwise": "adam", "llr_muon": "muon", "uniform_muon": "muon",  # llr.py
+    "grokfast": "grokfast", "llr": "adam", "uniform_upbound": "adam", "blockwise": "adam", "llr_muon": "muon", "uniform_muon": "muon",  # the layerwise family
 }
 DECOUPLED = {"uniform", "adamw", "lookahead_adamw", "lion", "radam", "llrd", "gradual_unfreezing", "lamb", "muon"}
 
