@@ -5,6 +5,7 @@ Throughput benchmarks, each a ratio against a peer measured side by side in the 
     python bench.py configs/llama_135m.py --compile=True     # the same, compiled on both sides
     python bench.py configs/llama_135m_llr.py --llr          # LLR's extra wall time over uniform, same config and seed
     python bench.py configs/llama_135m.py --profile          # + the ops that take the train step's time
+    python bench.py configs/llama_135m.py --ce               # LM head + loss: plain vs chunked (+ CUDA kernels), time and peak memory
 
 Config files and --key=value overrides are train.py's; --steps=N timed steps per measurement (10),
 --rounds=R interleaved rounds of the comparison (3). Inputs are random tokens (no dataset
@@ -58,10 +59,10 @@ def time_steps(step, steps, warmup, device_type):
 
 def main(argv):
     argv = list(argv)
-    mode_llr, mode_profile = "--llr" in argv, "--profile" in argv
+    mode_llr, mode_profile, mode_ce = "--llr" in argv, "--profile" in argv, "--ce" in argv
     steps = next((int(a.split("=")[1]) for a in argv if a.startswith("--steps=")), 10)
     rounds = next((int(a.split("=")[1]) for a in argv if a.startswith("--rounds=")), 3)
-    argv = [a for a in argv if a not in ("--llr", "--profile") and not a.startswith(("--steps=", "--rounds="))]
+    argv = [a for a in argv if a not in ("--llr", "--profile", "--ce") and not a.startswith(("--steps=", "--rounds="))]
     cfg = train.parse_config(argv)
     c = types.SimpleNamespace(**cfg)
     dev, device_type, use_bf16, ctx, use_compile = train.runtime(c)
@@ -75,7 +76,10 @@ def main(argv):
 
     torch.manual_seed(c.seed)
     model = Transformer(mcfg).to(dev)
+    model.fused_ce = train.loss_path(c, device_type)  # the loss path train.py would run
     runner = torch.compile(model) if use_compile else model
+    if mode_ce:
+        return bench_ce(model, runner, x, ctx, steps, rounds, device_type)
 
     def fwd_bwd(m, hf=False):
         def run():
@@ -117,6 +121,91 @@ def main(argv):
     print(f"fwd+bwd nanoLR {max(ours):,.0f} tok/s | transformers {kind} {max(theirs):,.0f} tok/s | "
           f"ratio {max(ours) / max(theirs):.2f}x (best of {rounds} interleaved rounds of {steps} steps; "
           f"per-round ratios {ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
+
+
+def peak_bytes(fn, device_type):
+    """Peak memory that fn allocates above what was live before it: CUDA's allocator statistics, or on a
+    CPU the running total of the CPU allocator as the profiler records it at every allocation."""
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity
+    from torch._C._profiler import _EventType
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    nodes, allocs = list(prof.profiler.kineto_results.experimental_event_tree()), []
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.children)
+        if node.tag == _EventType.Allocation:
+            allocs.append(node)
+    if not allocs:
+        return 0
+    first = min(allocs, key=lambda n: n.start_time_ns).extra_fields
+    return max(n.extra_fields.total_allocated for n in allocs) - (first.total_allocated - first.alloc_size)
+
+
+def bench_ce(model, runner, x, ctx, steps, rounds, device_type):
+    """The LM head and the loss, forward and backward, on the config's hidden-state shape: the plain path
+    (logits, then F.cross_entropy), the chunked pure-PyTorch path and every installed CUDA kernel, timed
+    interleaved, each with its peak memory; then a whole train step (fwd+bwd) with each path."""
+    import torch.nn.functional as F
+    from model import ce_chunk_rows, installed_kernels, linear_cross_entropy
+    n, d, v = x.numel(), model.cfg.n_embd, model.cfg.vocab_size
+    torch.manual_seed(0)
+    h = torch.randn(n, d, device=x.device, requires_grad=True)
+    w = (0.02 * torch.randn(v, d, device=x.device)).requires_grad_()
+    t = torch.randint(0, v, (n,), device=x.device)
+    t[::50] = -1  # a few ignored targets, as padding would give
+    paths = ["off", "chunked"] + (installed_kernels() if device_type == "cuda" else [])
+    label = {"off": "plain"}
+
+    def head_loss(path):
+        def run():
+            with ctx:
+                loss = (F.cross_entropy(F.linear(h, w).float(), t, ignore_index=-1) if path == "off"
+                        else linear_cross_entropy(h, w, t, path, ignore_index=-1))
+            loss.backward()
+            h.grad = w.grad = None
+        return run
+    chunk = ce_chunk_rows(n, d, v)
+    print(f"LM head + loss, fwd+bwd: {n:,} rows x {d} -> vocab {v:,}; chunked: {-(-n // chunk)} chunk(s) of {chunk:,} rows"
+          f"{'' if device_type == 'cuda' else '; CUDA kernels: not on a CPU'}")
+    runs = {p: head_loss(p) for p in paths}
+    for run in runs.values():
+        run()  # warm-up (and Triton's compilation) outside the timed rounds
+    peaks = {p: peak_bytes(run, device_type) for p, run in runs.items()}
+    times = {p: [] for p in paths}
+    for _ in range(rounds):  # interleaved, so drift in clocks or load hits every path alike
+        for p, run in runs.items():
+            times[p].append(time_steps(run, steps, 1, device_type))
+    best = {p: min(ts) for p, ts in times.items()}
+    for p in paths:
+        print(f"  {label.get(p, p):<8} {1e3 * best[p]:9.2f} ms  peak {peaks[p] / 2**20:9.1f} MiB  |  "
+              f"time {best[p] / best['off']:.2f}x, memory {peaks[p] / max(peaks['off'], 1):.2f}x of plain")
+
+    def step(path):
+        def run():
+            model.fused_ce = path
+            with ctx:
+                loss = runner(x, x)[1]
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        return run
+    steps_ = {p: step(p) for p in paths}
+    for run in steps_.values():
+        run()
+    totals = {p: [] for p in paths}
+    for _ in range(rounds):
+        for p, run in steps_.items():
+            totals[p].append(time_steps(run, steps, 1, device_type))
+    print("model fwd+bwd with each path (best of {} interleaved rounds of {} steps): ".format(rounds, steps) +
+          ", ".join(f"{label.get(p, p)} {1e3 * min(totals[p]):.1f} ms ({min(totals[p]) / min(totals['off']):.2f}x)"
+                    for p in paths))
 
 
 def profile(step, device_type, rows=25):

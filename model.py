@@ -133,6 +133,129 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
+FUSED_CE = ("auto", "on", "off", "chunked")  # train.py's fused_ce: how the LM head and the loss are computed
+FUSED_KERNELS = ("liger", "cce")         # CUDA kernels, in the order auto and on prefer them
+KERNEL_PACKAGES = {"liger": "liger-kernel", "cce": "cut-cross-entropy"}
+CPU_AUTO = "off"                         # what fused_ce='auto' picks on a CPU: docs/performance.md has the measurement
+
+
+_KERNELS = {}
+
+
+def _fused_kernel(name):
+    """The loss function (h, w, targets, ignore_index) of an installed CUDA kernel, or None; imported lazily, once."""
+    if name not in _KERNELS:
+        _KERNELS[name] = _import_kernel(name)
+    return _KERNELS[name]
+
+
+def _import_kernel(name):
+    try:
+        if name == "liger":
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+            return lambda h, w, t, ignore_index: LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index)(w, h, t)
+        from cut_cross_entropy import linear_cross_entropy
+        return lambda h, w, t, ignore_index: linear_cross_entropy(h, w, t, ignore_index=ignore_index)
+    except Exception:  # not installed, or installed without a working Triton
+        return None
+
+
+def installed_kernels():
+    """Names of the fused linear + cross-entropy CUDA kernels that import here."""
+    return [k for k in FUSED_KERNELS if _fused_kernel(k) is not None]
+
+
+def resolve_fused_ce(setting, device_type):
+    """fused_ce ('auto' | 'on' | 'off' | 'chunked') on a device type -> the loss path a model runs: 'off'
+    (the plain head and F.cross_entropy), 'chunked' (pure PyTorch, any device) or a kernel of
+    FUSED_KERNELS (CUDA). 'on' without an installed kernel raises ValueError naming what to install."""
+    if setting not in FUSED_CE:
+        raise ValueError(f"fused_ce must be one of {', '.join(FUSED_CE)}, got {setting!r}")
+    if setting in ("off", "chunked"):
+        return setting
+    kernels = installed_kernels() if device_type == "cuda" else []
+    if kernels:
+        return kernels[0]
+    if setting == "on":
+        need = "fused_ce='on' needs a fused linear + cross-entropy CUDA kernel"
+        if device_type == "cuda":
+            raise ValueError(f"{need} and none is installed: pip install liger-kernel (or pip install cut-cross-entropy), "
+                             "or set fused_ce='auto' or 'off'")
+        raise ValueError(f"{need} (pip install liger-kernel or cut-cross-entropy, on a CUDA machine); this run is on "
+                         f"{device_type}: set fused_ce='auto' or 'off'")
+    return CPU_AUTO if device_type == "cpu" else "off"
+
+
+def ce_chunk_rows(n_rows, n_embd, vocab_size):
+    """Rows per chunk of the chunked loss: one chunk of logits about the size of the hidden states (at least 64 rows)."""
+    return max(64, min(n_rows, -(-n_rows * n_embd // vocab_size)))
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of h @ w.T against targets (rows with ignore_index left out), computed over
+    `chunk` rows at a time: the full rows x vocab logits never exist. The gradients wrt h and w are
+    computed in the same pass, chunk by chunk, and backward only scales them. Logits and the softmax
+    are fp32; the matmuls run in the autocast dtype when autocast is on, as the plain head does."""
+
+    @staticmethod
+    def forward(ctx, h, w, targets, chunk, ignore_index, grad_enabled):
+        device = h.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        need_h, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
+        with torch.autocast(device, enabled=False):
+            hc, wc = h.to(dtype), w.to(dtype)
+            valid = targets != ignore_index
+            safe = torch.where(valid, targets, 0)
+            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            grad_h = torch.empty_like(h) if need_h else None
+            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+            for s in range(0, h.shape[0], chunk):
+                hs, ts, vs = hc[s:s + chunk], safe[s:s + chunk], valid[s:s + chunk]
+                logits = (hs @ wc.t()).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                total += torch.where(vs, lse - logits.gather(1, ts[:, None]).squeeze(1), 0.0).sum()
+                if need_h or need_w:
+                    g = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' memory
+                    g[torch.arange(len(ts), device=g.device), ts] -= 1.0
+                    g = g.mul_(vs[:, None]).to(dtype)     # d(sum of losses)/d(logits); ignored rows 0
+                    if need_h:
+                        grad_h[s:s + chunk] = g @ wc
+                    if need_w:
+                        if dtype == torch.float32:
+                            grad_w.addmm_(g.t(), hs)
+                        else:
+                            grad_w += g.t() @ hs
+            count = valid.sum()
+            loss = total / count
+            if need_h:
+                grad_h /= count
+            if need_w:
+                grad_w = (grad_w / count).to(w.dtype)
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return (None if grad_h is None else grad_h * grad_loss.to(grad_h.dtype),
+                None if grad_w is None else grad_w * grad_loss.to(grad_w.dtype), None, None, None, None)
+
+
+def linear_cross_entropy(h, w, targets, impl="chunked", ignore_index=-1, chunk=0):
+    """Mean cross-entropy of the logits h @ w.T (h: rows x d, w: vocab x d, targets: rows) without the
+    logits: impl 'chunked' (chunk rows at a time, 0 for ce_chunk_rows) or an installed CUDA kernel."""
+    if impl == "chunked":
+        chunk = chunk or ce_chunk_rows(h.shape[0], h.shape[1], w.shape[0])
+        return ChunkedLinearCrossEntropy.apply(h, w, targets, chunk, ignore_index, torch.is_grad_enabled())
+    kernel = _fused_kernel(impl)
+    if kernel is None:
+        raise ValueError(f"the fused loss kernel {impl!r} is not installed: pip install {KERNEL_PACKAGES.get(impl, impl)}")
+    device = h.device.type
+    if torch.is_autocast_enabled(device):  # the kernels take one dtype; the casts carry the gradients back
+        h, w = h.to(torch.get_autocast_dtype(device)), w.to(torch.get_autocast_dtype(device))
+    return kernel(h, w, targets, ignore_index)
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -150,6 +273,8 @@ class Transformer(nn.Module):
             cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.fused_ce = "off"  # the loss path ('off', 'chunked' or a CUDA kernel); not part of cfg, so not of checkpoints
+        self.ce_chunk = 0      # rows per chunk of the chunked path; 0: ce_chunk_rows
         self.apply(self._init_weights)
         if cfg.arch == "gpt":  # GPT-2: residual output projections scaled down with depth
             for name, p in self.named_parameters():
@@ -175,7 +300,11 @@ class Transformer(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.head(self.norm(x))
+        x = self.norm(x)
+        if targets is not None and self.fused_ce != "off":  # the loss without the logits
+            return None, linear_cross_entropy(x.reshape(B * T, -1), self.head.weight, targets.reshape(-1),
+                                              self.fused_ce, ignore_index=-1, chunk=self.ce_chunk)
+        logits = self.head(x)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

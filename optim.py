@@ -9,7 +9,10 @@ strategy of nanoLR, from plain SGD to LLR. A strategy owns its torch optimizer a
     strategy.state_dict(); strategy.load_state_dict(sd); strategy.zero_grad()
 
 `it` is the 0-based index of the update about to be made; schedules are functions of it (or torch
-lr_schedulers whose state is in state_dict()), so a resumed run continues exactly.
+lr_schedulers whose state is in state_dict()), so a resumed run continues exactly. The strategies
+registered with uses_schedule follow the one warmup + decay function chosen by the `schedule` key
+(optim.schedule: cosine, wsd, linear, inv_sqrt, constant); the rest keep their published schedules.
+`lr_mult` multiplies the LR of the groups its patterns match, on top of any strategy.
 
 Adding a strategy: a function (model, cfg) -> (optimizer, lr_scheduler or None) under
 @register(name, generation, rule, reference, **its_own_defaults). Write a Strategy subclass instead
@@ -18,7 +21,9 @@ config keys and are checked against DOMAINS when it is built. Update rules torch
 rules.py. docs/strategies.md has every rule with its reference quirks (faithful=True), docs/llr.md the
 layerwise family. `python optim.py --list` prints the catalogue.
 """
+import fnmatch
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -142,10 +147,90 @@ def epoch_iters(cfg):
     return cfg["epoch_iters"] if cfg["epoch_iters"] > 0 else max(1, cfg["max_iters"] // 10)
 
 
-def warmup_cosine_lr(optimizer, cfg):
-    """LambdaLR over warmup_cosine (LambdaLR counts updates from 0, the rule from 1)."""
-    T, W, floor = cfg["max_iters"], warmup_iters_of(cfg), cfg["min_lr_ratio"]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s + 1, T, W, floor))
+SCHEDULES = ("cosine", "wsd", "linear", "inv_sqrt", "constant")
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt", "power")
+# the keys that define λ(t); a cooldown branch keeps its parent's values of them (cfg["branch"]["parent"])
+SCHEDULE_KEYS = ("schedule", "max_iters", "warmup_iters", "warmup_frac", "decay_frac", "decay_shape", "decay_power",
+                 "min_lr_ratio")
+
+
+def decay(p, shape, power):
+    """A decay shape from 1 at progress p = 0 to 0 at p = 1 (1-sqrt: Hägele et al. 2024)."""
+    if shape == "linear":
+        return 1 - p
+    if shape == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * p))
+    if shape == "1-sqrt":
+        return 1 - math.sqrt(p)
+    return (1 - p) ** power
+
+
+def schedule(cfg):
+    """λ(t), the multiplier of the base LR at update t (1-based), for cfg's `schedule`; checked once, here.
+    Every schedule warms up as t/W for t < W (λ(0) = 0, the first update at 1/W); then
+      cosine:   warmup_cosine, to min_lr_ratio at t = max_iters;
+      linear:   linear from 1 to min_lr_ratio at t = max_iters;
+      wsd:      1 up to t = T − D (D = round(decay_frac·T)), then decay_shape down to min_lr_ratio at T;
+      inv_sqrt: sqrt(W/t) (1 at t = W), never below min_lr_ratio;
+      constant: 1.
+    A cooldown branch (cfg["branch"] = dict(at=b, iters=D, parent=...), set by train.py) is its parent's λ
+    up to t = b, then decay_shape from the parent's λ(b) down to min_lr_ratio at t = b + D (docs/strategies.md)."""
+    f, shape, power = cfg["min_lr_ratio"], cfg["decay_shape"], cfg["decay_power"]
+    branch = cfg.get("branch")
+    if branch:
+        parent, b, D = schedule(branch["parent"]), branch["at"], branch["iters"]
+        top = parent(b)
+        return lambda t: parent(t) if t <= b else f + (top - f) * decay(min((t - b) / D, 1.0), shape, power)
+    kind, T, W = cfg["schedule"], cfg["max_iters"], warmup_iters_of(cfg)
+    check(W <= T, f"the warmup ({W} updates) is longer than the run (max_iters={T}): lower warmup_iters "
+                  f"(or warmup_frac) or raise max_iters")
+    D = round(cfg["decay_frac"] * T)
+    check(kind != "wsd" or W + D <= T, f"schedule='wsd': the warmup ({W} updates) and the decay (decay_frac·max_iters = "
+                                       f"{D}) overlap in a run of {T}: lower decay_frac or the warmup")
+    if kind == "cosine":  # the project's original rule, bit for bit
+        return lambda t: warmup_cosine(t, T, W, f)
+
+    def lam(t):
+        if t < W:
+            return t / W
+        if kind == "constant":
+            return 1.0
+        if kind == "inv_sqrt":
+            return max(f, math.sqrt(max(W, 1) / max(t, 1)))
+        if kind == "linear":
+            return f + (1 - f) * (1 - min((t - W) / max(1, T - W), 1.0))
+        if t <= T - D:  # wsd: stable, then the decay
+            return 1.0
+        return f + (1 - f) * decay(min((t - (T - D)) / D, 1.0), shape, power)
+    return lam
+
+
+def lr_mult_ok(rules):
+    pair = lambda r: (isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[0], str)
+                      and isinstance(r[1], (int, float)) and not isinstance(r[1], bool) and 0 <= r[1] < INF)
+    return isinstance(rules, (list, tuple)) and all(pair(r) for r in rules)
+
+
+def abbreviated(names):
+    """Group names with block and depth indices as '*' (what a pattern would say), each once."""
+    short = list(dict.fromkeys(re.sub(r"\.\d+(\.\d+)?(?=\.|$)", ".*", n) for n in names))
+    return ", ".join(short[:16]) + (", ..." if len(short) > 16 else "")
+
+
+def lr_multipliers(rules, names):
+    """{group name: multiplier} of lr_mult's (pattern, multiplier) rules: fnmatch patterns over the group
+    names, the first matching rule wins. A rule that applies to no group is a ConfigError."""
+    mults, used = {}, [0] * len(rules)
+    for name in names:
+        for i, (pattern, m) in enumerate(rules):
+            if fnmatch.fnmatchcase(name, pattern):
+                mults[name], used[i] = float(m), used[i] + 1
+                break
+    for (pattern, _), n in zip(rules, used):
+        shadowed = any(fnmatch.fnmatchcase(name, pattern) for name in names)
+        check(n > 0, f"lr_mult pattern {pattern!r} " + ("only matches groups an earlier pattern took (the first match "
+              "wins): reorder or drop it" if shadowed else f"matches no parameter group; the groups are {abbreviated(names)}"))
+    return mults
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,11 +248,12 @@ def check(ok, message):
 
 # Keys every strategy reads; train.py's config (and default_config) start from these.
 COMMON = dict(learning_rate=3e-3, max_iters=1000, warmup_frac=0.1, warmup_iters=-1, min_lr_ratio=0.1, weight_decay=0.1,
-              decay_norms=False, beta1=0.9, beta2=0.95, adam_eps=1e-8, grad_clip=0.0, fused=False, faithful=False)
+              decay_norms=False, beta1=0.9, beta2=0.95, adam_eps=1e-8, grad_clip=0.0, fused=False, faithful=False,
+              schedule="cosine", decay_frac=0.2, decay_shape="1-sqrt", decay_power=2.0, lr_mult=())
 
 # Each quirk of the strategies paper's reference code has its own flag; faithful=True turns all on.
 FAITHFUL_FLAGS = ("dals_zero_first_lr", "stlr_double_decay", "stlr_per_epoch", "lars_ref", "grokfast_ref",
-                  "sam_adaptive", "lookahead_lazy_slow", "sgdr_t0_steps")
+                  "sam_adaptive", "lookahead_lazy_slow", "sgdr_t0_steps", "llr_drop_late_refits")
 
 
 def flag(cfg, name):
@@ -193,6 +279,8 @@ MAPS = ("linear", "sqrt", "log2", "sigmoid")
 EMBED_RULES = ("max", "fixed", "data", "base")
 DOMAINS = dict(
     learning_rate=POS, max_iters=integer(1), warmup_frac=UNIT, warmup_iters=integer(-1), min_lr_ratio=UNIT,
+    schedule=one_of(*SCHEDULES), decay_frac=UNIT, decay_shape=one_of(*DECAY_SHAPES), decay_power=POS,
+    lr_mult=(lr_mult_ok, 'a list of (pattern, multiplier >= 0) pairs, e.g. [("embed", 10.0), ("blocks.*.attn.[qk]", 8.0)]'),
     weight_decay=NONNEG, beta1=PROB, beta2=PROB, adam_eps=POS, grad_clip=NONNEG,
     sgd_momentum=PROB, epoch_iters=integer(0), sgdr_t0=integer(0), sgdr_t_mult=integer(1),
     adabound_final_lr=POS, adabound_gamma=POS, lars_trust=POS, disc_factor=POS, disc_levels=integer(0),
@@ -232,8 +320,14 @@ def validate(cfg, keys):
 class Strategy:
     """Owns self.optimizer (a torch optimizer, or a wrapper with param_groups/step/zero_grad/state_dict)
     over named param groups and an optional self.scheduler (a torch lr_scheduler stepped once per
-    update), both from build(model, cfg). Subclasses override step() only when the rule needs more
-    than clip + optimizer.step() (SAM, Grokfast, DALS, layerwise).
+    update), both from build(model, cfg). A strategy registered with uses_schedule has no scheduler:
+    its LR follows self.lam = schedule(cfg), each group at base_lr·λ(t), set at every step from t alone
+    (so a resume or a cooldown branch needs no schedule state). Subclasses override step() only when
+    the rule needs more than clip + optimizer.step() (SAM, Grokfast, DALS, layerwise).
+
+    lr_mult (any strategy): optimizer_step() multiplies each matched group's LR for the update itself
+    and restores it after, so whatever sets the LR (a torch lr_scheduler, λ(t), LLR's peaks, DALS) is
+    unchanged and the whole LR curve of that group is scaled.
 
     Under DDP, state_dict() may be a collective (Muon gathers its sharded buffers): call it on every
     rank and save on one."""
@@ -241,6 +335,7 @@ class Strategy:
     name = generation = rule = reference = ""
     defaults = {}       # the strategy's own hyperparameters (set by @register); each is a train.py config key
     uses_loss = False   # True: the loop passes the (all-reduced) loss of the step to step()
+    uses_schedule = False  # True: the LR follows `schedule` (self.lam), not a schedule of the strategy's own
     scheduler = None
 
     def __init__(self, model, cfg):
@@ -248,7 +343,15 @@ class Strategy:
         self.cfg, self.lr, self.grad_clip = cfg, cfg["learning_rate"], cfg["grad_clip"]
         self.max_iters = cfg["max_iters"]
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.lam = schedule(cfg) if self.uses_schedule else None
         self.optimizer, self.scheduler = self.build(model, cfg)
+        for g in self.optimizer.param_groups if self.lam else []:
+            g.setdefault("base_lr", g["lr"])
+        self.lr_mults = {n: m for n, m in self.group_lr_mults(cfg).items() if m != 1.0}
+
+    def group_lr_mults(self, cfg):
+        """{group name: multiplier} from lr_mult."""
+        return lr_multipliers(cfg["lr_mult"], [g["name"] for g in self.optimizer.param_groups])
 
     def build(self, model, cfg):
         raise NotImplementedError
@@ -258,25 +361,45 @@ class Strategy:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
 
     def step(self, it, loss=None, closure=None):
+        if self.lam is not None:
+            lam = self.lam(it + 1)
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * lam
         self.clip_grads()
-        self.optimizer.step()
+        self.optimizer_step()
         self.applied = self.group_lrs()  # before the scheduler moves on to the next update's LR
         if self.scheduler is not None and it + 1 < self.max_iters:  # the last update needs no next LR
             self.scheduler.step()
+
+    def optimizer_step(self):
+        """optimizer.step() with each lr_mult group's LR multiplied for this update only."""
+        scaled = [(g, g["lr"]) for g in self.optimizer.param_groups if g["name"] in self.lr_mults]
+        for g, lr in scaled:
+            g["lr"] = lr * self.lr_mults[g["name"]]
+        self.optimizer.step()
+        for g, lr in scaled:  # exactly the value before: schedulers and checkpoints never see the multiplier
+            g["lr"] = lr
 
     def zero_grad(self):
         self.optimizer.zero_grad(set_to_none=True)
 
     def group_lrs(self):
-        return {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+        """group name -> LR in the optimizer now, lr_mult included (torch schedulers: the next update's)."""
+        return {g["name"]: g["lr"] * self.lr_mults.get(g["name"], 1.0) for g in self.optimizer.param_groups}
 
     def lrs(self):
         """group name -> LR of the last update (for logs)."""
         return getattr(self, "applied", None) or self.group_lrs()
 
     def log_record(self):
-        """Extra fields for this step's metrics line."""
-        return {}
+        """Extra fields for this step's metrics line: with lr_mult, the mean LR per kind."""
+        return dict(lr_kind=self.lr_by_kind()) if self.lr_mults else {}
+
+    def lr_by_kind(self):
+        by_kind, lrs = {}, self.lrs()
+        for g in self.optimizer.param_groups:
+            by_kind.setdefault(g["kind"], []).append(lrs[g["name"]])
+        return {k: sum(v) / len(v) for k, v in by_kind.items()}
 
     def extra_state(self):
         """Strategy state outside optimizer and scheduler (filters, refit state)."""
@@ -292,7 +415,11 @@ class Strategy:
         return sd
 
     def load_state_dict(self, sd):
+        base = [g.get("base_lr") for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(sd["optimizer"])
+        for g, b in zip(self.optimizer.param_groups, base):  # this run's learning_rate and muon_lr, not the saved ones
+            if b is not None:
+                g["base_lr"] = b
         if self.scheduler is not None:
             self.scheduler.load_state_dict(sd["scheduler"])
         self.load_extra_state(sd)
@@ -301,12 +428,14 @@ class Strategy:
 STRATEGIES = {}  # name -> Strategy class, in catalogue order; filled by @register below
 
 
-def register(name, generation, rule, reference, uses_loss=False, **defaults):
-    """Add a strategy: a function (model, cfg) -> (optimizer, scheduler) or a Strategy subclass."""
+def register(name, generation, rule, reference, uses_loss=False, uses_schedule=False, **defaults):
+    """Add a strategy: a function (model, cfg) -> (optimizer, scheduler) or a Strategy subclass.
+    uses_schedule: its LR follows `schedule` (the builder returns no scheduler)."""
     def add(obj):
         cls = obj if isinstance(obj, type) else type(name, (Strategy,), {"build": lambda self, m, c: obj(m, c)})
         cls.name, cls.generation, cls.rule, cls.reference = name, generation, rule, reference
         cls.defaults, cls.uses_loss = defaults, uses_loss or cls.uses_loss
+        cls.uses_schedule = uses_schedule or cls.uses_schedule
         STRATEGIES[name] = cls
         return obj
     return add
@@ -402,11 +531,10 @@ DISC = dict(disc_factor=2.6, disc_levels=0)
 LR_SCHED = torch.optim.lr_scheduler
 
 
-@register("uniform", "baseline", "AdamW, one LR for every group: linear warmup, cosine to min_lr_ratio",
-          "Loshchilov & Hutter, ICLR 2019; Goyal et al. 2017")
+@register("uniform", "baseline", "AdamW, one LR for every group: linear warmup, then `schedule` (cosine to min_lr_ratio)",
+          "Loshchilov & Hutter, ICLR 2019; Goyal et al. 2017", uses_schedule=True)
 def uniform(model, cfg):
-    opt = adamw(decayed_groups(model, cfg), cfg)
-    return opt, warmup_cosine_lr(opt, cfg)
+    return adamw(decayed_groups(model, cfg), cfg), None
 
 
 @register("fixed_sgd", "Gen1", "SGD, heavy-ball momentum, coupled L2; constant LR", "Robbins & Monro 1951; Polyak 1964", **SGD)
@@ -627,11 +755,10 @@ def exponential(model, cfg):
     return opt, LR_SCHED.ExponentialLR(opt, gamma=gamma)
 
 
-@register("warmup_cosine", "extra", "SGD, linear warmup t/W, then cosine to min_lr_ratio·η (LambdaLR)",
-          "Goyal et al. 2017 + Loshchilov & Hutter 2017", **SGD)
+@register("warmup_cosine", "extra", "SGD, linear warmup t/W, then `schedule` (cosine to min_lr_ratio·η)",
+          "Goyal et al. 2017 + Loshchilov & Hutter 2017", uses_schedule=True, **SGD)
 def warmup_cosine_sgd(model, cfg):
-    opt = sgd(decayed_groups(model, cfg), cfg)
-    return opt, warmup_cosine_lr(opt, cfg)
+    return sgd(decayed_groups(model, cfg), cfg), None
 
 
 @register("cyclical", "extra", "SGD, triangular cycles between min_lr_ratio·η and η, momentum cycled inversely (CyclicLR)",
@@ -707,17 +834,17 @@ class GrokfastMA(Grokfast):
         return sgd(decayed_groups(model, cfg), cfg), None
 
 
-@register("muon", "extra", "Muon (Newton-Schulz-orthogonalised momentum) on hidden matrices, AdamW on the rest; warmup + cosine",
-          "Jordan et al. 2024; Liu et al. 2025, arXiv 2502.16982", **MUON)
+@register("muon", "extra", "Muon (Newton-Schulz-orthogonalised momentum) on hidden matrices, AdamW on the rest; warmup + `schedule`",
+          "Jordan et al. 2024; Liu et al. 2025, arXiv 2502.16982", uses_schedule=True, **MUON)
 def muon(model, cfg):
-    opt = muon_adamw(decayed_groups(model, cfg), cfg)
-    return opt, warmup_cosine_lr(opt, cfg)
+    return muon_adamw(decayed_groups(model, cfg), cfg), None
 
 
 # ----------------------------------------------------------------------------------------------
 # The layerwise family: heavy-tail guided layerwise LRs (LLR; He et al., ICML 2026) and its baselines.
-# Every weight matrix is its own group at lr_i(t) = base_i · m_i(t), m_i(t) = peak_i · λ(t), λ =
-# warmup_cosine; base_i is learning_rate, or muon_lr for Muon's hidden matrices. docs/llr.md.
+# Every weight matrix is its own group at lr_i(t) = base_i · m_i(t), m_i(t) = peak_i · λ(t), λ = the
+# chosen `schedule` (warmup + cosine by default); base_i is learning_rate, or muon_lr for Muon's hidden
+# matrices. docs/llr.md.
 
 LAYERWISE = dict(MUON, wd_follows_lr=True)
 EMBED_KINDS = ("embed", "head")
@@ -749,9 +876,9 @@ class Layerwise(Strategy):
     decide the peaks (initial_peaks) and may change them during training (LLR's refits)."""
 
     use_muon = False
+    uses_schedule = True  # λ(t) = self.lam, the chosen `schedule`
 
     def build(self, model, cfg):
-        self.warmup, self.min_ratio = warmup_iters_of(cfg), cfg["min_lr_ratio"]
         groups = decayed_groups(model, cfg)
         if self.use_muon:
             opt = muon_adamw(groups, cfg)
@@ -771,7 +898,7 @@ class Layerwise(Strategy):
         return {name: 1.0 for name in self.names}
 
     def base_mult(self, t):
-        return warmup_cosine(t, self.max_iters, self.warmup, self.min_ratio)
+        return self.lam(t)
 
     def multipliers(self, t):
         """m_i for update t (1-based)."""
@@ -794,15 +921,12 @@ class Layerwise(Strategy):
     def step(self, it, loss=None, closure=None):
         self.set_lrs(it + 1)
         self.clip_grads()
-        self.optimizer.step()
+        self.optimizer_step()
 
     def log_record(self):
         """Mean LR per kind on every log line; the last refit's alphas and LRs once after each refit."""
-        by_kind = {}
-        for g in self.optimizer.param_groups:
-            by_kind.setdefault(g["kind"], []).append(g["lr"])
         record, self.pending_log = self.pending_log or {}, None
-        return dict(record, lr_kind={k: sum(v) / len(v) for k, v in by_kind.items()})
+        return dict(record, lr_kind=self.lr_by_kind())
 
     def extra_state(self):
         return dict(peaks=dict(self.peaks), ramp=self.ramp, current=self.current)
@@ -812,7 +936,8 @@ class Layerwise(Strategy):
 
 
 LLR_KEYS = dict(LAYERWISE, llr_s1=1.0, llr_s2=5.0, llr_every=100, llr_ramp=50, llr_ratio=0.2, llr_method="median",
-                llr_xmin_pos=2, llr_map="linear", llr_embed="max", llr_embed_lr=-1.0, llr_metric="alpha", llr_min_evals=50)
+                llr_xmin_pos=2, llr_map="linear", llr_embed="max", llr_embed_lr=-1.0, llr_metric="alpha", llr_min_evals=50,
+                llr_drop_late_refits=False, llr_normalize=False)
 
 
 @register("llr", "LLR", "per-matrix peak LR from the PL_Alpha_Hill of its ESD, linear in α over [s1, s2]·η; refit early, then frozen",
@@ -821,15 +946,27 @@ class LLR(Layerwise):
     """At update t = 1 and every llr_every updates while t ≤ llr_ratio·max_iters: fit α of every matrix,
     map it onto peaks (light tail = large α = large LR; embedding and head per llr_embed), and ramp each
     group linearly from its current multiplier to new_peak·λ(t + llr_ramp) over llr_ramp updates
-    (0: switch at once). Then the peaks are frozen and follow λ(t) to the end."""
+    (0: switch at once). Then the peaks are frozen and follow λ(t) to the end.
+
+    llr_drop_late_refits (faithful): no refit after the phase (so llr_ratio = 0 stays uniform), and a refit
+    whose ramp would end after it (t + llr_ramp > llr_ratio·max_iters) runs only until the phase ends; then
+    the peaks of the last refit before it come back (1 if none). llr_normalize: after each refit, all
+    matrix peaks (embedding and head included, the rest group not) are divided by their parameter-weighted
+    mean, so LLR redistributes the LR instead of raising it (docs/llr.md)."""
 
     def build(self, model, cfg):
         check(cfg["llr_s1"] <= cfg["llr_s2"], f"llr_s1 must be in (0, llr_s2], got llr_s1={cfg['llr_s1']}, llr_s2={cfg['llr_s2']}")
         self.embed_rule = "fixed" if cfg["llr_embed_lr"] > 0 else cfg["llr_embed"]
         self.model, self.alphas, self.last_refit, self.warned = model, {}, 0, set()
-        return super().build(model, cfg)
+        self.phase_end, self.drop_late = cfg["llr_ratio"] * cfg["max_iters"], flag(cfg, "llr_drop_late_refits")
+        self.kept, self.late = None, []  # drop_late: the peaks to restore at the phase end, and the late refits
+        built = super().build(model, cfg)
+        self.sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in built[0].param_groups}
+        return built
 
     def due(self, t):
+        if self.drop_late and t > self.phase_end:
+            return False
         return t == 1 or (t % self.cfg["llr_every"] == 0 and t <= self.cfg["llr_ratio"] * self.max_iters)
 
     def fit(self):
@@ -865,16 +1002,30 @@ class LLR(Layerwise):
                 peaks[n] = 1.0
         return peaks
 
+    def normalized(self, peaks):
+        """Peaks with the parameter-weighted mean multiplier over all matrices (not the rest group) at 1."""
+        matrices = [n for n in self.names if self.kinds[n] != "norm"]
+        mean = sum(self.sizes[n] * peaks[n] for n in matrices) / sum(self.sizes[n] for n in matrices)
+        return {n: p / mean if self.kinds[n] != "norm" else p for n, p in peaks.items()}
+
     def refit(self, t):
         self.alphas = self.fit()
         start = {n: 0.0 for n in self.names} if t == 1 else dict(self.current)
-        self.peaks = self.new_peaks(self.alphas)
         length = self.cfg["llr_ramp"]
+        if self.drop_late and t + length > self.phase_end:
+            self.kept = dict(self.peaks) if self.kept is None else self.kept  # the last refit that completes
+            self.late.append(t)
+        self.peaks = self.new_peaks(self.alphas)
+        if self.cfg["llr_normalize"]:
+            self.peaks = self.normalized(self.peaks)
         lam_end = self.base_mult(t + length)
         self.ramp = dict(t0=t, length=length, start=start, target={n: self.peaks[n] * lam_end for n in self.names})
         self.last_refit = t
 
     def step(self, it, loss=None, closure=None):
+        if self.kept is not None and it + 1 > self.phase_end:  # drop_late: the late refits are undone
+            self.peaks, self.ramp, self.kept = self.kept, None, None
+            self.pending_log = dict(dropped_refit_iters=[t - 1 for t in self.late])
         if self.due(it + 1):
             self.refit(it + 1)
             self.set_lrs(it + 1)
@@ -882,11 +1033,12 @@ class LLR(Layerwise):
         super().step(it)
 
     def extra_state(self):
-        return dict(super().extra_state(), alphas=self.alphas, last_refit=self.last_refit)
+        return dict(super().extra_state(), alphas=self.alphas, last_refit=self.last_refit, kept=self.kept, late=self.late)
 
     def load_extra_state(self, sd):
         super().load_extra_state(sd)
         self.alphas, self.last_refit = sd["alphas"], sd["last_refit"]
+        self.kept, self.late = sd.get("kept"), list(sd.get("late", []))  # absent in checkpoints before the flag
 
 
 @register("llr_muon", "LLR", "LLR multipliers on Muon (hidden matrices, muon_lr) and AdamW (embed, head, norms; learning_rate)",
@@ -912,11 +1064,18 @@ class UniformUpbound(Layerwise):
 BLOCKWISE = {"norm": 1.0, "attn_qk": 8.0, "attn_vo": 4.0, "mlp": 6.0, "embed": 10.0, "head": 10.0}
 
 
-@register("blockwise", "baseline", "AdamW with fixed multipliers by kind: norm 1, q/k 8, v/o 4, mlp 6, embed/head 10 (× learning_rate)",
-          "Wang et al. 2025, arXiv 2502.19002", **LAYERWISE)
-class Blockwise(Layerwise):
-    def initial_peaks(self, cfg):
-        return {name: BLOCKWISE[self.kinds[name]] for name in self.names}
+@register("blockwise", "baseline", "uniform AdamW with fixed lr_mult by kind: norm 1, q/k 8, v/o 4, mlp 6, embed/head 10 (× learning_rate)",
+          "Wang et al. 2025, arXiv 2502.19002", uses_schedule=True)
+class Blockwise(Strategy):
+    """`uniform` with each group's lr_mult set to BLOCKWISE of its kind: configs/blockwise.py spells the same
+    as lr_mult patterns on `uniform`. An lr_mult given with it comes first (the first match wins)."""
+
+    def build(self, model, cfg):
+        return uniform(model, cfg)
+
+    def group_lr_mults(self, cfg):
+        given = super().group_lr_mults(cfg)
+        return {g["name"]: given.get(g["name"], BLOCKWISE[g["kind"]]) for g in self.optimizer.param_groups}
 
 
 # ----------------------------------------------------------------------------------------------

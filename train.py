@@ -5,6 +5,8 @@ Train a LLaMA or GPT with any learning-rate strategy of optim.py.
     python train.py configs/llama_135m.py configs/llr.py --max_iters=2000
     torchrun --standalone --nproc_per_node=8 train.py configs/llama_135m_llr.py
     python train.py configs/llama_135m_llr.py --init_from=resume
+    python train.py configs/llama_135m_llr.py --init_from=out/llama_135m_llr --branch_at=2000 --decay_iters=500 \
+                    --out_dir=out/llama_135m_llr_cd2000      # a cooldown branch from its kept ckpt_2000.pt
     python train.py configs/llama_135m.py configs/llr.py --dry_run      # print the resolved config and exit
 
 Positional arguments are Python config files, run in order (each sees the values set before it; a file
@@ -21,6 +23,8 @@ import json
 import math
 import os
 import random
+import re
+import shutil
 import sys
 import time
 import types
@@ -33,17 +37,22 @@ import torch
 import optim
 from data.loader import TokenData, is_prepared
 from eval.perplexity import evaluate_loss
-from model import ModelConfig, Transformer, PRESETS, load_checkpoint
+from model import FUSED_CE, ModelConfig, Transformer, PRESETS, load_checkpoint, resolve_fused_ce
 
 # -----------------------------------------------------------------------------------------------
 # Run config (the strategy's keys, learning_rate included, live with the strategies in optim.py)
 # I/O
 out_dir = "out"
-init_from = "scratch"         # 'scratch' (out_dir must not hold a run) or 'resume' (from out_dir/ckpt.pt)
+init_from = "scratch"         # 'scratch' (out_dir must not hold a run), 'resume' (from out_dir/ckpt.pt), or a run dir or
+                              # checkpoint file to branch a cooldown from into a fresh out_dir (with decay_iters)
+branch_at = -1                # a branch starts at init_from's ckpt_<branch_at>.pt (-1: at its ckpt.pt's iteration)
+decay_iters = 0               # a branch decays over this many updates from branch_at: max_iters = branch_at + decay_iters
+allow_schedule_change = False # resume (or branch) although keys that define the LR schedule differ from the checkpoint's
 eval_interval = 100           # evaluate on eval_tokens validation tokens and write ckpt.pt
 eval_tokens = 65536
 log_interval = 10             # one stdout line and one metrics.jsonl object every log_interval iterations
 ckpt_every = 0                # > 0: also write ckpt.pt every ckpt_every iterations
+keep_ckpts = 0                # > 0: keep each ckpt_every checkpoint as ckpt_<iter>.pt too, the newest keep_ckpts of them
 seed = 1337
 wandb_log = False             # offline unless an API key is configured; never blocks training
 wandb_project = "nanolr"
@@ -70,6 +79,9 @@ strategy = "llr"              # a name of optim.STRATEGIES; 'uniform' is the pla
 device = "auto"               # 'auto', 'cpu', 'cuda', 'cuda:1', ...
 dtype = "auto"                # 'auto' (bf16 on CUDA and on CPUs with bf16 instructions), 'bfloat16', 'float32'
 compile = None                # None: on for CUDA, off for CPU
+fused_ce = "auto"             # LM head + loss: 'off' (logits, then F.cross_entropy), 'on' (a fused CUDA kernel: liger-kernel or
+                              # cut-cross-entropy), 'auto' (that kernel when installed, else plain), 'chunked' (PyTorch, bounded
+                              # logits memory, any device); docs/performance.md
 peak_flops = 0.0              # bf16 dense peak per device for MFU; 0: from PEAK_TFLOPS by device name
 # -----------------------------------------------------------------------------------------------
 RUN_KEYS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
@@ -88,6 +100,14 @@ class ConfigError(SystemExit):
 def coerce(key, value, default, from_text):
     """Cast a config value to the type of its default; text comes from --key=value."""
     kind = type(default)
+    if kind is tuple:  # lr_mult: a Python literal on the command line, a list or tuple in a file; optim checks its shape
+        if from_text:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise ConfigError(f"--{key}={value}: not a Python literal; write a list such as "
+                                  f"--{key}='[(\"embed\", 10.0), (\"blocks.*.attn.[qk]\", 8.0)]'") from None
+        return tuple(value) if isinstance(value, list) else value
     if from_text:
         if default is None:
             try:
@@ -172,8 +192,18 @@ def parse_config(argv, defaults=DEFAULTS):
 def check_config(c, world_size):
     if c.model not in PRESETS:
         raise ConfigError(f"model {c.model!r} is not a preset of model.py; choose one of: {', '.join(PRESETS)}")
-    if c.init_from not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', got {c.init_from!r}")
+    if c.init_from not in ("scratch", "resume") and not os.path.exists(c.init_from):
+        raise ConfigError(f"init_from must be 'scratch', 'resume', or a run directory or checkpoint file to branch from; "
+                          f"{c.init_from!r} does not exist")
+    if c.init_from == "scratch" and (c.branch_at >= 0 or c.decay_iters > 0):
+        raise ConfigError("branch_at and decay_iters start a cooldown branch: set --init_from=<run dir or checkpoint> too")
+    if c.init_from not in ("scratch", "resume") and c.decay_iters <= 0:
+        raise ConfigError(f"a branch from {c.init_from!r} decays over decay_iters updates from branch_at: set --decay_iters > 0")
+    for key, low in (("branch_at", -1), ("decay_iters", 0), ("keep_ckpts", 0), ("ckpt_every", 0)):
+        if getattr(c, key) < low:
+            raise ConfigError(f"{key} must be >= {low}, got {getattr(c, key)}")
+    if c.keep_ckpts > 0 and c.ckpt_every <= 0:
+        raise ConfigError(f"keep_ckpts={c.keep_ckpts} keeps the ckpt_every checkpoints: set ckpt_every > 0 as well")
     for key in ("max_iters", "batch_size", "grad_accum", "block_size", "eval_interval", "log_interval", "eval_tokens"):
         if getattr(c, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(c, key)}")
@@ -182,6 +212,16 @@ def check_config(c, world_size):
                           f"set grad_accum to a multiple of {world_size}")
     if c.dtype not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
+    if c.fused_ce not in FUSED_CE:
+        raise ConfigError(f"fused_ce must be one of {', '.join(FUSED_CE)}, got {c.fused_ce!r}")
+
+
+def loss_path(c, device_type):
+    """The model's loss path for fused_ce on this device type (model.resolve_fused_ce); 'on' without a kernel stops the run."""
+    try:
+        return resolve_fused_ce(c.fused_ce, device_type)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_strategy(c, cfg, model):
@@ -246,11 +286,27 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir, ckpt):
-    """Atomic: write a temporary file, then rename over ckpt.pt; a crash midway leaves the old one."""
+def kept_checkpoints(run_dir):
+    """Iterations of the ckpt_<iter>.pt files in run_dir, ascending."""
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+    return sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt_(\d+)\.pt", n) for n in names) if m)
+
+
+def save_checkpoint(out_dir, ckpt, keep=0):
+    """Atomic: write a temporary file, then rename over ckpt.pt; a crash midway leaves the old one. keep > 0:
+    the same checkpoint also becomes ckpt_<iter>.pt (a branch point), and only the newest `keep` of those stay."""
     final = os.path.join(out_dir, "ckpt.pt")
     torch.save(ckpt, final + ".tmp")
     os.replace(final + ".tmp", final)
+    if keep > 0:
+        kept = os.path.join(out_dir, f"ckpt_{ckpt['iter_num']}.pt")
+        try:  # a hard link costs no copy: the next ckpt.pt is a new file renamed over the name, this one stays
+            os.link(final, kept + ".tmp")
+        except OSError:  # no hard links on this file system (or a stale .tmp): copy
+            shutil.copyfile(final, kept + ".tmp")
+        os.replace(kept + ".tmp", kept)
+        for old in kept_checkpoints(out_dir)[:-keep]:
+            os.remove(os.path.join(out_dir, f"ckpt_{old}.pt"))
     with open(os.path.join(out_dir, "config.json.tmp"), "w") as f:
         json.dump(ckpt["config"], f, indent=1, default=str)
     os.replace(os.path.join(out_dir, "config.json.tmp"), os.path.join(out_dir, "config.json"))
@@ -267,9 +323,72 @@ def prepare_out_dir(c):
     except OSError as e:
         raise ConfigError(f"out_dir {c.out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
     held = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(c.out_dir, f))]
-    if c.init_from == "scratch" and held:
-        raise ConfigError(f"out_dir {c.out_dir!r} already holds a run ({', '.join(held)}): continue it with "
-                          "--init_from=resume, or choose another --out_dir (or delete that one)")
+    if c.init_from != "resume" and held:
+        fix = "a branch starts a new run: choose a fresh --out_dir" if c.init_from != "scratch" else \
+            "continue it with --init_from=resume, or choose another --out_dir (or delete that one)"
+        raise ConfigError(f"out_dir {c.out_dir!r} already holds a run ({', '.join(held)}): {fix}")
+
+
+def load_start(c, map_location):
+    """(checkpoint, its run directory) a run starts from; (None, None) for a fresh run. A resume reads
+    out_dir/ckpt.pt; a branch reads init_from's ckpt_<branch_at>.pt, or its ckpt.pt (or the file given)
+    when that is at branch_at, or branch_at is -1."""
+    if c.init_from == "scratch":
+        return None, None
+    branch = c.init_from != "resume"
+    src = c.init_from if branch else c.out_dir
+    run_dir = src if os.path.isdir(src) else os.path.dirname(src)
+    kept = os.path.join(run_dir, f"ckpt_{c.branch_at}.pt")
+    try:
+        ckpt = load_checkpoint(kept if branch and c.branch_at >= 0 and os.path.isfile(kept) else src, map_location=map_location)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"cannot {'branch' if branch else 'resume'}: {e}") from None
+    it = ckpt["iter_num"]
+    if branch and c.branch_at > it:
+        raise ConfigError(f"branch_at={c.branch_at} is beyond the checkpoint in {src!r}, which is at iteration {it}: "
+                          f"branch at {it} or before (--branch_at=-1 branches at {it})")
+    if branch and 0 <= c.branch_at < it:
+        have = ", ".join(f"ckpt_{i}.pt" for i in kept_checkpoints(run_dir)) or "none"
+        raise ConfigError(f"branch_at={c.branch_at}: no ckpt_{c.branch_at}.pt in {run_dir!r} (kept: {have}): branch at "
+                          f"a kept iteration or at -1 (iteration {it}); a run keeps them with keep_ckpts > 0 and ckpt_every")
+    return ckpt, run_dir
+
+
+BRANCH_OWN = ("max_iters", "decay_iters", "decay_shape", "decay_power", "min_lr_ratio")  # a branch chooses its cooldown
+
+
+def schedule_keys(old, cfg):
+    """The keys that define the LR of every update, for the strategies of both configs."""
+    own = [k for name in (old.get("strategy"), cfg["strategy"]) if name in optim.STRATEGIES for k in optim.STRATEGIES[name].defaults]
+    return list(dict.fromkeys(["strategy", "learning_rate", "lr_mult", "faithful", *optim.SCHEDULE_KEYS, "decay_iters", *own]))
+
+
+def continue_config(cfg, ckpt, run_dir):
+    """A resumed or branched run's config, in place. A branch gets max_iters = its iteration + decay_iters and
+    cfg['branch'], which optim.schedule reads: its parent's schedule keys up to the branch point, its own
+    cooldown after it. Keys that define the schedule must match the checkpoint's (allow_schedule_change: not)."""
+    old, it = ckpt["config"], ckpt["iter_num"]
+    plain = lambda v: tuple(map(plain, v)) if isinstance(v, (list, tuple)) else v  # lr_mult: lists and tuples alike
+    resume = cfg["init_from"] == "resume"
+    if resume and "branch" in old:  # resuming a branch: its branch point and parent stay
+        if cfg["decay_iters"] <= 0:
+            raise ConfigError(f"{cfg['out_dir']} is a branch (at iteration {old['branch']['at']}): resume it with its "
+                              f"--decay_iters={old['branch']['iters']}")
+        cfg["branch"], cfg["max_iters"] = old["branch"], old["branch"]["at"] + cfg["decay_iters"]
+    elif resume and cfg["decay_iters"] > 0:
+        raise ConfigError("decay_iters > 0 is for a branch: start one with --init_from=<this run dir> and a fresh --out_dir")
+    elif not resume:
+        parent = {k: old.get(k, DEFAULTS[k]) for k in optim.SCHEDULE_KEYS}
+        if "branch" in old:  # a branch of a branch
+            parent["branch"] = old["branch"]
+        cfg["branch"] = dict(at=it, iters=cfg["decay_iters"], parent=parent, source=run_dir)
+        cfg["max_iters"] = it + cfg["decay_iters"]
+    changed = {k: (old.get(k, DEFAULTS[k]), cfg[k]) for k in schedule_keys(old, cfg)
+               if (resume or k not in BRANCH_OWN) and plain(old.get(k, DEFAULTS[k])) != plain(cfg[k])}
+    if changed and not cfg["allow_schedule_change"]:
+        fields = ", ".join(f"{k} (checkpoint {a!r}, config {b!r})" for k, (a, b) in changed.items())
+        raise ConfigError(f"the checkpoint in {run_dir} has other values of keys that define the LR schedule: {fields}. "
+                          "Pass the checkpoint's values, or --allow_schedule_change=True to continue under the new ones")
 
 
 def diverged(what, it, out_dir):
@@ -297,10 +416,11 @@ class Logger:
     """One place every record goes: stdout, out_dir/metrics.jsonl (one JSON object per line) and wandb.
     A resumed run first drops the rows its checkpoint does not cover, so no iteration is logged twice."""
 
-    def __init__(self, c, cfg, resume_iter=None, wandb_id=None):
+    def __init__(self, c, cfg, resume_iter=None, wandb_id=None, parent_log=None):
         path = os.path.join(c.out_dir, "metrics.jsonl")
-        if resume_iter is not None and os.path.exists(path):
-            with open(path) as f:
+        src = parent_log or path  # a branch starts with its parent's rows before the branch point
+        if resume_iter is not None and os.path.exists(src):
+            with open(src) as f:
                 kept = [l for l in f if l.strip() and json.loads(l).get("iter", 0) < resume_iter]
             with open(path + ".tmp", "w") as f:
                 f.writelines(kept)
@@ -328,14 +448,20 @@ class Logger:
             self.run.finish()
 
 
-def eta(seconds_per_iter, remaining):
-    s = int(seconds_per_iter * remaining)
+def eta(seconds):
+    s = int(seconds)
     return f"eta {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"eta {s // 60}m{s % 60:02d}s"
+
+
+def evals_after(it, c):
+    """How many evals come after iteration it: every eval_interval, and at max_iters."""
+    return c.max_iters // c.eval_interval - it // c.eval_interval + (c.max_iters % c.eval_interval != 0)
 
 
 def dry_run_report(c, cfg):
     """The resolved config, checked as a real run would check it, and the model's size."""
     check_config(c, 1)
+    loss_path(c, runtime(c)[1])
     mcfg = model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
     with torch.device("meta"):  # no memory, even for 3B
         net = Transformer(mcfg)
@@ -353,12 +479,14 @@ def train(cfg):
     master = rank == 0
     check_config(c, world_size)
     dev, device_type, use_bf16, ctx, use_compile = runtime(c, local_rank if ddp else None)
+    ce_path = loss_path(c, device_type)
     if ddp and device_type == "cuda":
         torch.cuda.set_device(dev)
     if ddp:
         torch.distributed.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
     torch.backends.cudnn.allow_tf32 = True
+    start, run_dir = load_start(c, dev)  # the checkpoint to resume or branch from
     if master:
         prepare_out_dir(c)
 
@@ -387,24 +515,25 @@ def train(cfg):
 
     # --- model, strategy, resume
     mcfg = model_config(c, data.vocab_size)
-    torch.manual_seed(c.seed)
-    raw_model = Transformer(mcfg).to(dev)
-    strategy = build_strategy(c, cfg, raw_model)
-    iter_num, best_val, wandb_id = 0, float("inf"), None
-    if c.init_from == "resume":
-        try:
-            ckpt = load_checkpoint(c.out_dir, map_location=dev)
-        except (FileNotFoundError, ValueError) as e:
-            raise ConfigError(f"cannot resume: {e}") from None
-        mismatched = {k: (v, ckpt["model_config"].get(k)) for k, v in asdict(mcfg).items() if ckpt["model_config"].get(k) != v}
+    if start is not None:
+        mismatched = {k: (v, start["model_config"].get(k)) for k, v in asdict(mcfg).items() if start["model_config"].get(k) != v}
         if mismatched:
             fields = ", ".join(f"{k} (checkpoint {old!r}, config {new!r})" for k, (new, old) in mismatched.items())
-            raise ConfigError(f"the checkpoint in {c.out_dir} is of another model config: {fields}")
-        raw_model.load_state_dict(ckpt["model"])
-        strategy.load_state_dict(ckpt["strategy"])
-        iter_num, best_val, wandb_id = ckpt["iter_num"], ckpt.get("best_val_loss", best_val), ckpt.get("wandb_id")
-        set_rng_state(ckpt["rng"])
-        del ckpt
+            raise ConfigError(f"the checkpoint in {run_dir} is of another model config: {fields}")
+        continue_config(cfg, start, run_dir)  # a branch's max_iters and schedule; refuses a changed schedule
+        c = types.SimpleNamespace(**cfg)
+    torch.manual_seed(c.seed)
+    raw_model = Transformer(mcfg).to(dev)
+    raw_model.fused_ce = ce_path  # training's loss; eval passes no targets and gets logits
+    strategy = build_strategy(c, cfg, raw_model)
+    iter_num, best_val, wandb_id = 0, float("inf"), None
+    if start is not None:  # weights, strategy state, RNG and iteration; batches are a function of the iteration
+        raw_model.load_state_dict(start["model"])
+        strategy.load_state_dict(start["strategy"])
+        iter_num, best_val = start["iter_num"], start.get("best_val_loss", best_val)
+        wandb_id = start.get("wandb_id") if c.init_from == "resume" else None  # a branch is a new wandb run
+        set_rng_state(start["rng"])
+        start = None
     model = torch.compile(raw_model) if use_compile else raw_model
     if ddp:  # buffers (RoPE tables) are constants: no per-forward broadcast
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device_type == "cuda" else None,
@@ -435,7 +564,8 @@ def train(cfg):
         if master:
             save_checkpoint(c.out_dir, dict(model=raw_model.state_dict(), model_config=asdict(mcfg), strategy=strategy_state,
                                             iter_num=it, best_val_loss=best_val, config=cfg, rng=rng_state(), tokenizer=data.tokenizer,
-                                            wandb_id=logger.run.id if logger and logger.run else wandb_id))
+                                            wandb_id=logger.run.id if logger and logger.run else wandb_id),
+                            keep=c.keep_ckpts if c.ckpt_every > 0 and it % c.ckpt_every == 0 else 0)
 
     total, non_embedding = raw_model.num_params()
     flops_per_token, peak = raw_model.flops_per_token(), peak_flops_of(device_type, c.peak_flops)
@@ -443,14 +573,30 @@ def train(cfg):
     if master:
         print(f"model {c.model} params total={total:,} non_embedding={non_embedding:,} | strategy {c.strategy} | "
               f"{tokens_per_iter:,} tokens/iter | device {dev} {'bf16' if use_bf16 else 'fp32'}"
-              f"{' compiled' if use_compile else ''} | world {world_size}")
-        logger = Logger(c, cfg, iter_num if c.init_from == "resume" else None, wandb_id)
+              f"{' compiled' if use_compile else ''} | loss {'plain' if ce_path == 'off' else ce_path} | world {world_size}")
+        branched = c.init_from not in ("scratch", "resume")
+        logger = Logger(c, cfg, iter_num if c.init_from != "scratch" else None, wandb_id,
+                        os.path.join(run_dir, "metrics.jsonl") if branched else None)
 
     # --- the loop: evaluate and checkpoint on schedule, one update, one log line
-    start_iter, t_start, t_last, tokens_since = iter_num, time.time(), time.time(), 0
+    start_iter, t_last, tokens_since = iter_num, time.time(), 0
+    eval_s, n_evals, first = 0.0, 0, None  # seconds in evals; first: (end, eval_s then, seconds) of this run's first update
+
+    def time_left(it):
+        """Updates and evals timed apart, so that the first log line has an estimate too: from the first update
+        (eager only: a compiled one pays compilation) until there are others, which leave the first out."""
+        if it > start_iter:
+            per_update = (time.time() - first[0] - (eval_s - first[1])) / (it - start_iter)
+        elif not use_compile:
+            per_update = first[2]
+        else:
+            return None
+        return per_update * (c.max_iters - 1 - it) + (eval_s / max(n_evals, 1)) * evals_after(it, c)
+
     for it in range(iter_num, c.max_iters + 1):
         record = {}
         if it % c.eval_interval == 0 or it == c.max_iters:
+            t_eval = time.time()
             val_loss, _ = evaluate_loss(eval_model, val_tokens, c.block_size, c.eval_tokens, c.batch_size, dev, ctx, rank, world_size)
             if not math.isfinite(val_loss):
                 raise diverged(f"validation loss is {val_loss}", it, c.out_dir)
@@ -459,6 +605,7 @@ def train(cfg):
             if it > start_iter or it == 0:
                 checkpoint(it)
             t_last, tokens_since = time.time(), 0  # keep eval out of the throughput figure
+            eval_s, n_evals = eval_s + t_last - t_eval, n_evals + 1
         elif c.ckpt_every > 0 and it % c.ckpt_every == 0 and it > start_iter:
             checkpoint(it)
         if it == c.max_iters:
@@ -466,9 +613,14 @@ def train(cfg):
                 logger.log(dict(iter=it, tokens=it * tokens_per_iter, **record))
             break
 
+        t_update = time.time()
         batches = micro_batches(it)
         loss = optim.update(strategy, it, lambda: forward_backward(batches), reduce=global_mean)
         tokens_since += tokens_per_iter
+        if it == start_iter:
+            if device_type == "cuda":
+                torch.cuda.synchronize()
+            first = (time.time(), eval_s, time.time() - t_update)
 
         if it % c.log_interval == 0 or record:
             train_loss = global_mean(loss).item()
@@ -481,8 +633,9 @@ def train(cfg):
             record.update(iter=it, tokens=(it + 1) * tokens_per_iter, train_loss=train_loss, lr=max(strategy.lrs().values()),
                           tok_per_s=tok_per_s, mfu=flops_per_token * tok_per_s / (peak * world_size) if peak else None,
                           **strategy.log_record())  # e.g. LLR's per-group alpha and LR at refits
-            if it > start_iter:  # evals included: what the rest of the run will really take
-                record["eta"] = eta((time.time() - t_start) / (it - start_iter), c.max_iters - it)
+            left = time_left(it)  # evals included: what the rest of the run will really take
+            if left is not None:
+                record["eta"] = eta(left)
             if master:
                 logger.log(record)
 

@@ -85,7 +85,8 @@ def test_size_and_method_files_compose_like_the_combined_file(size, method):
     import train
     combined = train.parse_config([os.path.join(ROOT, f"configs/{size}_{method}.py")])
     assert train.parse_config([os.path.join(ROOT, f"configs/{size}.py"), os.path.join(ROOT, f"configs/{method}.py")]) == combined
-    assert combined["strategy"] == method and combined["out_dir"] == f"out/{size}_{method}"
+    strategy = "uniform" if method == "blockwise" else method  # blockwise is lr_mult on uniform
+    assert combined["strategy"] == strategy and combined["out_dir"] == f"out/{size}_{method}"
 
 
 def test_dry_run_prints_the_resolved_config_of_composed_files_and_exits():

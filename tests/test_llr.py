@@ -272,3 +272,112 @@ def test_ddp_ranks_apply_the_same_lrs_as_one_process(text_dataset, tmp_path):  #
         for k in ra["lrs"]:
             assert ra["lrs"][k] == pytest.approx(rb["lrs"][k], rel=1e-6)
             assert ra["alpha"].get(k) == pytest.approx(rb["alpha"].get(k), rel=1e-6)
+
+
+# --- reference fidelity: late refits, llr_ratio = 0, mean-preserving normalisation ---------------------------
+
+def step_without_grads(strategy, steps):
+    """Run the LR schedule only: no gradients, so AdamW leaves the weights alone. Returns each update's LRs."""
+    lrs = []
+    for it in range(steps):
+        strategy.step(it)
+        lrs.append(dict(strategy.lrs()))
+    return lrs
+
+
+def swapping_alphas(monkeypatch, swap_at):
+    """attn light-tailed and mlp heavy-tailed until refit number swap_at, then the other way round."""
+    return fake_alphas(monkeypatch, lambda n, k: (4.0 if "attn" in n else 2.0) if k >= swap_at else (2.0 if "attn" in n else 4.0))
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_a_late_refit_stays_by_default_and_is_dropped_at_the_phase_end_with_the_reference_flag(monkeypatch, drop):
+    calls = swapping_alphas(monkeypatch, swap_at=4)  # the 4th refit, at t = 30, is late: 30 + 3 > 0.3 * 100
+    s = optim.build("llr", tiny_model(), cfg(llr_drop_late_refits=drop))
+    lrs = step_without_grads(s, 40)
+    assert len(calls) == 4  # t = 1, 10, 20, 30 either way
+    up, q = "blocks.0.mlp.up", "blocks.0.attn.q"
+    target = 1e-3 * 1.0 * warmup_cosine(33, 100, 10, 0.1)  # the late refit moves mlp to s1 = 1 over its ramp
+    assert lrs[29][up] == pytest.approx(lrs[28][up] + (target - lrs[28][up]) / 4)  # t = 30: on that ramp either way
+    t = 31 if drop else 34  # dropped: the peaks of the refit at t = 20 are back at once; kept: after the ramp to t = 33
+    lam = warmup_cosine(t, 100, 10, 0.1)
+    expect_up, expect_q = (5.0, 1.0) if drop else (1.0, 5.0)
+    assert lrs[t - 1][up] == pytest.approx(1e-3 * expect_up * lam) and lrs[t - 1][q] == pytest.approx(1e-3 * expect_q * lam)
+    assert drop or lrs[30][up] < lrs[29][up]  # kept: still on the ramp after the phase end
+    assert (s.peaks[up], s.peaks[q]) == (expect_up, expect_q)
+    assert s.late == ([30] if drop else [])
+
+
+def test_faithful_turns_on_dropping_late_refits(monkeypatch):
+    swapping_alphas(monkeypatch, swap_at=4)
+    s = optim.build("llr", tiny_model(), cfg(faithful=True))
+    step_without_grads(s, 31)
+    assert s.peaks["blocks.0.mlp.up"] == 5.0 and "llr_drop_late_refits" in optim.FAITHFUL_FLAGS
+
+
+@pytest.mark.parametrize("config, refits, late", [
+    ("llama_60m_llr", [1] + list(range(100, 601, 100)), [600]),      # phase end 0.2 * 3200 = 640 < 600 + 50
+    ("llama_135m_llr", [1] + list(range(100, 1001, 100)), [1000]),   # 1040 < 1050
+    ("default", [1, 20, 40, 60, 80], [80]),                          # 80 < 80 + 10: the embedded default too
+])
+def test_the_paper_configs_have_a_late_last_refit(monkeypatch, config, refits, late):
+    import train
+    c = train.parse_config([os.path.join(ROOT, "configs", f"{config}.py")])
+    calls = fake_alphas(monkeypatch, lambda n, k: 2.0 + (hash(n) % 7) / 7 + 0.01 * k)
+    strategy_cfg = optim.default_config(**{**{k: c[k] for k in optim.hyperparameters()}, "llr_drop_late_refits": True})
+    s = optim.build("llr", tiny_model(), strategy_cfg)
+    done = []
+    for it in range(int(c["llr_ratio"] * c["max_iters"]) + 2):
+        before = len(calls)
+        s.step(it)
+        done += [it + 1] if len(calls) > before else []
+    assert done == refits and s.late == late and s.kept is None  # restored right after the phase end
+
+
+def test_the_dropped_refit_state_survives_a_checkpoint(monkeypatch):
+    swapping_alphas(monkeypatch, swap_at=4)
+    c = cfg(llr_drop_late_refits=True)
+    ref = optim.build("llr", tiny_model(), c)
+    ref_lrs = step_without_grads(ref, 40)
+    swapping_alphas(monkeypatch, swap_at=4)  # a fresh refit count
+    s = optim.build("llr", tiny_model(), c)
+    step_without_grads(s, 30)  # inside the late ramp
+    s2 = optim.build("llr", tiny_model(), c)
+    s2.load_state_dict(s.state_dict())
+    rest = []
+    for it in range(30, 40):
+        s2.step(it)
+        rest.append(dict(s2.lrs()))
+    assert rest == ref_lrs[30:]
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_llr_ratio_0_refits_once_by_default_and_stays_uniform_with_the_reference_flag(monkeypatch, drop):
+    calls = fake_alphas(monkeypatch, lambda n, k: 2.0 if "attn" in n else 4.0)
+    c = cfg(llr_ratio=0.0, llr_drop_late_refits=drop)
+    lrs = step_without_grads(optim.build("llr", tiny_model(), c), 20)
+    assert len(calls) == (0 if drop else 1)
+    uniform = [dict.fromkeys(l, 1e-3 * warmup_cosine(t + 1, 100, 10, 0.1)) for t, l in enumerate(lrs)]
+    if drop:
+        assert lrs == [pytest.approx(u) for u in uniform]
+    else:
+        assert lrs[-1]["blocks.0.mlp.up"] == pytest.approx(5 * uniform[-1]["blocks.0.mlp.up"])
+
+
+def test_llr_normalize_holds_the_parameter_weighted_mean_multiplier_at_1(monkeypatch):
+    fake_alphas(monkeypatch, lambda n, k: 1.5 + (hash(n) % 5) / 2 + 0.1 * k)
+    plain = optim.build("llr", tiny_model(), cfg(llr_ramp=0))
+    norm = optim.build("llr", tiny_model(), cfg(llr_ramp=0, llr_normalize=True))
+    sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in norm.optimizer.param_groups}
+    matrices = [n for n in norm.names if norm.kinds[n] != "norm"]
+    for start, steps in ((0, 1), (1, 25)):  # after the first refit, and after the refits at t = 10 and 20
+        for it in range(start, start + steps):
+            norm.step(it)
+            plain.step(it)
+        mean = sum(sizes[n] * norm.peaks[n] for n in matrices) / sum(sizes[n] for n in matrices)
+        assert mean == pytest.approx(1.0, rel=1e-12)
+        assert norm.peaks["rest"] == 1.0
+        scale = norm.peaks["embed"] / plain.peaks["embed"]  # the same shape of peaks, one factor below
+        assert all(norm.peaks[n] == pytest.approx(scale * plain.peaks[n]) for n in matrices) and scale < 1
+    lam = warmup_cosine(26, 100, 10, 0.1)
+    assert norm.lrs()["blocks.0.mlp.up"] == pytest.approx(1e-3 * norm.peaks["blocks.0.mlp.up"] * lam)

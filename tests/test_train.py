@@ -149,7 +149,7 @@ def test_a_resumed_run_continues_its_wandb_run(text_dataset, tmp_path):
     args = TINY + [f"--dataset={text_dataset}", f"--out_dir={out}", "--eval_interval=2", "--wandb_log=True"]
     env = {"WANDB_MODE": "offline", "HOME": str(tmp_path)}
     run_train(args + ["--max_iters=2"], env=env)
-    run_train(args + ["--max_iters=4", "--init_from=resume"], env=env)
+    run_train(args + ["--max_iters=4", "--init_from=resume", "--allow_schedule_change=True"], env=env)
     runs = sorted((out / "wandb").glob("offline-run-*"))
     ids = [r.name.rsplit("-", 1)[1] for r in runs]
     assert len(runs) == 2 and ids[0] == ids[1] == load_checkpoint(out)["wandb_id"]
@@ -284,6 +284,6 @@ def test_a_fresh_run_refuses_an_out_dir_holding_a_run_and_a_resume_logs_each_ite
     proc = run_train(args + ["--max_iters=6"], check=False)
     assert proc.returncode != 0 and "already holds a run" in proc.stderr and "--init_from=resume" in proc.stderr
     assert open(os.path.join(out, "metrics.jsonl")).read() == before and load_checkpoint(out)["iter_num"] == 4
-    run_train(args + ["--max_iters=8", "--init_from=resume"])  # from the checkpoint at iter 4
+    run_train(args + ["--max_iters=8", "--init_from=resume", "--allow_schedule_change=True"])  # from the checkpoint at iter 4
     iters = [json.loads(l)["iter"] for l in open(os.path.join(out, "metrics.jsonl"))]
     assert iters == sorted(set(iters)) == list(range(9))
