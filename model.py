@@ -55,6 +55,7 @@ PRESETS = {
     "gpt_nano": dict(arch="gpt", n_layer=12, n_head=12, n_embd=768, ffn_hidden=3072, vocab_size=50304, block_size=1024),
     # CPU presets, byte-level vocab
     "llama_tiny": dict(arch="llama", n_layer=4, n_head=4, n_embd=256, ffn_hidden=688, vocab_size=256, block_size=256),
+    "llama_mini": dict(arch="llama", n_layer=4, n_head=4, n_embd=128, ffn_hidden=352, vocab_size=256, block_size=256),
     "llama_nano": dict(arch="llama", n_layer=2, n_head=2, n_embd=64, ffn_hidden=176, vocab_size=256, block_size=64),
     "gpt_tiny": dict(arch="gpt", n_layer=4, n_head=4, n_embd=256, ffn_hidden=1024, vocab_size=256, block_size=256),
     "gpt_micro": dict(arch="gpt", n_layer=2, n_head=2, n_embd=64, ffn_hidden=256, vocab_size=256, block_size=64),
@@ -230,15 +231,15 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             if need_h:
                 grad_h /= count
             if need_w:
-                grad_w = (grad_w / count).to(w.dtype)
+                grad_w = grad_w.div_(count).to(w.dtype)
         ctx.save_for_backward(grad_h, grad_w)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        return (None if grad_h is None else grad_h * grad_loss.to(grad_h.dtype),
-                None if grad_w is None else grad_w * grad_loss.to(grad_w.dtype), None, None, None, None)
+        grad_h, grad_w = ctx.saved_tensors  # scaled in place: no second copy (a second backward is refused)
+        return (None if grad_h is None else grad_h.mul_(grad_loss.to(grad_h.dtype)),
+                None if grad_w is None else grad_w.mul_(grad_loss.to(grad_w.dtype)), None, None, None, None)
 
 
 def linear_cross_entropy(h, w, targets, impl="chunked", ignore_index=-1, chunk=0):

@@ -580,18 +580,22 @@ def train(cfg):
 
     # --- the loop: evaluate and checkpoint on schedule, one update, one log line
     start_iter, t_last, tokens_since = iter_num, time.time(), 0
-    eval_s, n_evals, first = 0.0, 0, None  # seconds in evals; first: (end, eval_s then, seconds) of this run's first update
+    eval_s, eval_times, first = 0.0, [], None  # seconds in evals; first: (end, eval_s then, seconds) of this run's first update
 
     def time_left(it):
         """Updates and evals timed apart, so that the first log line has an estimate too: from the first update
-        (eager only: a compiled one pays compilation) until there are others, which leave the first out."""
+        (eager only: a compiled one pays compilation) until there are others, which leave the first out. A
+        compiled run's first eval pays compilation too: until a second one, an eval counts as a third of the
+        updates its tokens would take (a forward alone)."""
         if it > start_iter:
             per_update = (time.time() - first[0] - (eval_s - first[1])) / (it - start_iter)
         elif not use_compile:
             per_update = first[2]
         else:
             return None
-        return per_update * (c.max_iters - 1 - it) + (eval_s / max(n_evals, 1)) * evals_after(it, c)
+        timed = eval_times[1:] if use_compile else eval_times
+        per_eval = sum(timed) / len(timed) if timed else c.eval_tokens / tokens_per_iter * per_update / 3
+        return per_update * (c.max_iters - 1 - it) + per_eval * evals_after(it, c)
 
     for it in range(iter_num, c.max_iters + 1):
         record = {}
@@ -605,7 +609,8 @@ def train(cfg):
             if it > start_iter or it == 0:
                 checkpoint(it)
             t_last, tokens_since = time.time(), 0  # keep eval out of the throughput figure
-            eval_s, n_evals = eval_s + t_last - t_eval, n_evals + 1
+            eval_s += t_last - t_eval
+            eval_times.append(t_last - t_eval)
         elif c.ckpt_every > 0 and it % c.ckpt_every == 0 and it > start_iter:
             checkpoint(it)
         if it == c.max_iters:

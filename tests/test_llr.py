@@ -318,7 +318,8 @@ def test_faithful_turns_on_dropping_late_refits(monkeypatch):
 @pytest.mark.parametrize("config, refits, late", [
     ("llama_60m_llr", [1] + list(range(100, 601, 100)), [600]),      # phase end 0.2 * 3200 = 640 < 600 + 50
     ("llama_135m_llr", [1] + list(range(100, 1001, 100)), [1000]),   # 1040 < 1050
-    ("default", [1, 20, 40, 60, 80], [80]),                          # 80 < 80 + 10: the embedded default too
+    ("default", [1, 25, 50, 75, 100], [100]),                        # 100 < 100 + 10: the embedded default too
+    ("tiny_400", [1, 20, 40, 60, 80], [80]),                         # 80 < 80 + 10: the previous default
 ])
 def test_the_paper_configs_have_a_late_last_refit(monkeypatch, config, refits, late):
     import train

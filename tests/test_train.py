@@ -268,7 +268,7 @@ def test_a_config_file_includes_others_relative_to_itself_and_bare_flags_mean_tr
     assert (cfg["max_iters"], cfg["strategy"], cfg["out_dir"], cfg["batch_size"], cfg["dry_run"]) == (100, "uniform", "out/100", 2, True)
     # configs/default.py runs only when no config file is given: its LLR cadence is not a global default
     assert train.parse_config([str(tmp_path / "size.py")])["llr_every"] == 100 == optim.hyperparameters()["llr_every"]
-    assert train.parse_config([])["llr_every"] == 20
+    assert train.parse_config([])["llr_every"] == 25
 
 
 def test_strategy_keys_have_one_default_and_run_keys_never_shadow_them():
