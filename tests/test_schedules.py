@@ -10,6 +10,7 @@ import torch
 import optim
 import train
 from model import Transformer, config_from_preset
+from test_optim import torch_curve  # the LR a torch scheduler gives each update
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LR = torch.optim.lr_scheduler
@@ -34,17 +35,6 @@ def applied_lrs(name, steps, **cfg):
     for it in range(steps):
         s.step(it)
         out.append(s.lrs())
-    return out
-
-
-def torch_curve(make, steps, lr=1.0):
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    sched = make(opt)
-    out = []
-    for _ in range(steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
     return out
 
 
@@ -132,7 +122,7 @@ def test_schedules_equal_torch_lr_schedulers(case, name):
     kind, shape = ("wsd", "cosine") if case == "wsd_cosine" else (case, "linear")
     ours = [lrs["head"] for lrs in applied_lrs(name, T, learning_rate=1.0, max_iters=T, warmup_iters=W, min_lr_ratio=F,
                                                 schedule=kind, decay_frac=D / T, decay_shape=shape)]
-    assert ours == pytest.approx(torch_curve(TORCH[case], T), rel=1e-9, abs=1e-12)
+    assert ours == pytest.approx(torch_curve(TORCH[case], T, 1.0), rel=1e-9, abs=1e-12)
 
 
 def test_the_strategies_that_honour_schedule_and_those_that_keep_their_own():
