@@ -31,16 +31,48 @@ class ModelConfig:
     norm_eps: float = 0.0     # 0 means 1e-6 for LLaMA (RMSNorm) and 1e-5 for GPT (LayerNorm)
     init_std: float = 0.02
     dropout: float = 0.0
+    # width/depth parametrization (docs/mup.md): 'sp' (standard, the rules above), 'mup' (Yang et al. 2022) or
+    # 'completep' (muP + depth, Dey et al. 2025), relative to a tuned base model of n_embd = base_width,
+    # n_layer = base_depth and head dim base_head_dim (0: this model's head dim)
+    parametrization: str = "sp"
+    base_width: int = 0
+    base_depth: int = 0
+    base_head_dim: int = 0
 
     def __post_init__(self):
         if self.arch not in ("llama", "gpt"):
             raise ValueError(f"model arch must be 'llama' or 'gpt', got {self.arch!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {self.parametrization!r}")
+        if self.parametrization != "sp" and self.base_width <= 0:
+            raise ValueError(f"parametrization={self.parametrization!r} needs base_width > 0 (the n_embd of the tuned base model)")
+        if self.parametrization == "completep" and self.base_depth <= 0:
+            raise ValueError("parametrization='completep' needs base_depth > 0 (the n_layer of the tuned base model)")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.ffn_hidden == 0:
             self.ffn_hidden = 4 * self.n_embd if self.arch == "gpt" else 16 * math.ceil(8 * self.n_embd / 3 / 16)
         if self.norm_eps == 0.0:
             self.norm_eps = 1e-6 if self.arch == "llama" else 1e-5
+
+    def width_mult(self):
+        """m = n_embd / base_width under mup and completep; 1 under sp."""
+        return self.n_embd / self.base_width if self.parametrization != "sp" else 1.0
+
+    def depth_mult(self):
+        """m_L = n_layer / base_depth under completep; 1 otherwise."""
+        return self.n_layer / self.base_depth if self.parametrization == "completep" else 1.0
+
+    def attn_scale(self):
+        """Attention score scale for SDPA: None (its 1/sqrt(d_head)) under sp, or where d_head is the base's;
+        else muP's 1/d_head, times sqrt(base_head_dim) so that a model of the base's head dim keeps its value."""
+        head_dim = self.n_embd // self.n_head
+        base = self.base_head_dim or head_dim
+        return None if self.parametrization == "sp" or base == head_dim else math.sqrt(base) / head_dim
+
+
+PARAMETRIZATIONS = ("sp", "mup", "completep")
+COMPLETEP_ALPHA = 1.0  # residual branches scaled by m_L^-alpha; alpha = 1 is CompleteP (Dey et al. 2025, Table 1)
 
 
 # Dimensions: docs/models.md. LLaMA presets use GPT-2 BPE (50257 padded to 50304); the paper's
@@ -86,6 +118,7 @@ class Attention(nn.Module):
         super().__init__()
         d = cfg.n_embd
         self.n_head, self.rope, self.dropout = cfg.n_head, cfg.arch == "llama", cfg.dropout
+        self.scale = cfg.attn_scale()  # None: SDPA's 1/sqrt(d_head)
         self.q = nn.Linear(d, d, bias=False)
         self.k = nn.Linear(d, d, bias=False)
         self.v = nn.Linear(d, d, bias=False)
@@ -96,7 +129,8 @@ class Attention(nn.Module):
         q, k, v = (proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for proj in (self.q, self.k, self.v))
         if self.rope:
             q, k = apply_rope(q, cos[:T], sin[:T]), apply_rope(k, cos[:T], sin[:T])
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+                                           scale=self.scale)
         return self.o(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -128,8 +162,12 @@ class Block(nn.Module):
         self.attn_norm, self.attn = make_norm(cfg), Attention(cfg)
         self.mlp_norm, self.mlp = make_norm(cfg), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        self.branch_mult = cfg.depth_mult() ** -COMPLETEP_ALPHA  # CompleteP: (base_depth / L) on each residual branch
 
     def forward(self, x, cos=None, sin=None):
+        if self.branch_mult != 1.0:
+            x = x + self.branch_mult * self.drop(self.attn(self.attn_norm(x), cos, sin))
+            return x + self.branch_mult * self.drop(self.mlp(self.mlp_norm(x)))
         x = x + self.drop(self.attn(self.attn_norm(x), cos, sin))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
@@ -276,15 +314,22 @@ class Transformer(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.fused_ce = "off"  # the loss path ('off', 'chunked' or a CUDA kernel); not part of cfg, so not of checkpoints
         self.ce_chunk = 0      # rows per chunk of the chunked path; 0: ce_chunk_rows
-        self.apply(self._init_weights)
-        if cfg.arch == "gpt":  # GPT-2: residual output projections scaled down with depth
+        # muP's output multiplier on the head's input (MuReadout semantics: the head keeps the base's init and LR)
+        self.output_mult = 1.0 / cfg.width_mult()
+        # muP: hidden matrices (attn, mlp) at init_std * m^-1/2, i.e. variance ∝ 1/fan_in relative to the base;
+        # embeddings and head keep init_std. Under sp the factor is 1 and the random draws are today's.
+        hidden = {id(m) for block in self.blocks for m in (*block.attn.children(), *block.mlp.children())}
+        hidden_mult = cfg.width_mult() ** -0.5
+        self.apply(lambda module: self._init_weights(module, hidden_mult if id(module) in hidden else 1.0))
+        if cfg.arch == "gpt":  # GPT-2: residual output projections scaled down with depth (CompleteP: the base's depth)
+            init_depth = cfg.base_depth if cfg.parametrization == "completep" else cfg.n_layer
             for name, p in self.named_parameters():
                 if name.endswith(("attn.o.weight", "mlp.down.weight")):
-                    nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+                    nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * init_depth) * hidden_mult)
 
-    def _init_weights(self, module):
+    def _init_weights(self, module, std_mult=1.0):
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std * std_mult)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
@@ -302,6 +347,8 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin)
         x = self.norm(x)
+        if self.output_mult != 1.0:
+            x = x * self.output_mult
         if targets is not None and self.fused_ce != "off":  # the loss without the logits
             return None, linear_cross_entropy(x.reshape(B * T, -1), self.head.weight, targets.reshape(-1),
                                               self.fused_ce, ignore_index=-1, chunk=self.ce_chunk)

@@ -249,7 +249,8 @@ def check(ok, message):
 # Keys every strategy reads; train.py's config (and default_config) start from these.
 COMMON = dict(learning_rate=3e-3, max_iters=1000, warmup_frac=0.1, warmup_iters=-1, min_lr_ratio=0.1, weight_decay=0.1,
               decay_norms=False, beta1=0.9, beta2=0.95, adam_eps=1e-8, grad_clip=0.0, fused=False, faithful=False,
-              schedule="cosine", decay_frac=0.2, decay_shape="1-sqrt", decay_power=2.0, lr_mult=())
+              schedule="cosine", decay_frac=0.2, decay_shape="1-sqrt", decay_power=2.0, lr_mult=(),
+              parametrization="sp", base_width=0, base_depth=0, base_head_dim=0)  # muP/CompleteP: docs/mup.md
 
 # Each quirk of the strategies paper's reference code has its own flag; faithful=True turns all on.
 FAITHFUL_FLAGS = ("dals_zero_first_lr", "stlr_double_decay", "stlr_per_epoch", "lars_ref", "grokfast_ref",
@@ -297,6 +298,8 @@ DOMAINS = dict(
     llr_s1=POS, llr_s2=POS, llr_every=integer(1), llr_ramp=integer(0), llr_ratio=UNIT,
     llr_method=one_of(*spectral.METHODS), llr_xmin_pos=integer(1), llr_map=one_of(*MAPS), llr_embed=one_of(*EMBED_RULES),
     llr_metric=one_of(*spectral.METRICS), llr_min_evals=integer(0),
+    parametrization=one_of("sp", "mup", "completep"), base_width=integer(0), base_depth=integer(0),
+    base_head_dim=integer(0),
 )
 
 
@@ -311,6 +314,71 @@ def validate(cfg, keys):
         except TypeError:
             ok = False
         check(ok, f"{key} must be {text}, got {cfg[key]!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Width and depth parametrization: muP (Yang et al. 2022, arXiv 2203.03466) and CompleteP (Dey et al. 2025,
+# arXiv 2505.01618). model.py applies the init and forward multipliers; here each group's LR, weight decay and
+# Adam eps are scaled relative to the base model (docs/mup.md has every rule and its source).
+
+PARAMETRIZATION_KEYS = ("parametrization", "base_width", "base_depth", "base_head_dim")  # also ModelConfig fields
+HIDDEN_KINDS = ("attn_qk", "attn_vo", "mlp")  # muP's matrix-like (hidden) weights; embed, head, norms are vector-like
+COMPLETEP_ALPHA = 1.0  # model.COMPLETEP_ALPHA (optim does not import model)
+SGD_OPTIMIZERS = (torch.optim.SGD, rules.DampenedSGD)  # muP's SGD rule; every other optimizer here is Adam-like
+NO_MUP_RULE = (rules.LARS, rules.LAMB, rules.DALS)     # per-tensor trust ratios: no muP rule derived for them
+
+
+def check_parametrization(cfg):
+    """ConfigError for a parametrization without the base shape it is relative to."""
+    validate(cfg, PARAMETRIZATION_KEYS)
+    p = cfg["parametrization"]
+    check(p == "sp" or cfg["base_width"] > 0, f"parametrization={p!r} needs base_width: set --base_width=<n_embd of "
+                                              f"the tuned base model, e.g. 128>, or parametrization='sp'")
+    check(p != "completep" or cfg["base_depth"] > 0, "parametrization='completep' needs base_depth: set "
+                                                     "--base_depth=<n_layer of the tuned base model, e.g. 4>")
+
+
+def parametrization_mults(model, optimizer, cfg):
+    """{group name: LR multiplier} of cfg's parametrization for the optimizer's groups ({} under sp). Sets each
+    group's weight_decay (× 1/width part of its LR multiplier, so lr·wd stays the base's, as mup's MuAdam/MuSGD)
+    and Adam eps (CompleteP's rule) in place, once, when the strategy is built. m = n_embd/base_width,
+    m_L = n_layer/base_depth (completep), α = 1:
+      Adam-like: hidden LR 1/m · m_L^(α−1), embed/head/norms 1 (norms m_L^(α−1)); eps 1/m (hidden and norms · m_L^−α);
+      Muon matrices: 'original' 1 (its √(fan_out/fan_in) is already muP's spectral scaling), 'match_rms_adamw'
+        m^−1/2 (its 0.2·√max(A, B) grows like √m: this keeps the base's factor); both · m_L^(α−1);
+      SGD: hidden 1, embed/head/norms m (mup's MuSGD); CompleteP's depth rules are derived for Adam only."""
+    check_parametrization(cfg)
+    net = unwrap(model)
+    mcfg = getattr(net, "cfg", None)
+    built = {k: getattr(mcfg, k, None) for k in PARAMETRIZATION_KEYS}
+    if cfg["parametrization"] == "sp" and built["parametrization"] in (None, "sp"):
+        return {}
+    check(built == {k: cfg[k] for k in PARAMETRIZATION_KEYS},
+          f"the model was built with {built} but the strategy config has "
+          f"{ {k: cfg[k] for k in PARAMETRIZATION_KEYS} }: build both from the same keys")
+    inner = getattr(optimizer, "inner", optimizer)  # Lookahead wraps its AdamW
+    check(not isinstance(inner, NO_MUP_RULE), f"parametrization={cfg['parametrization']!r} has no rule for "
+                                              f"{type(inner).__name__}'s trust ratio: use an Adam-, Muon- or SGD-based strategy")
+    sgd_rule = isinstance(inner, SGD_OPTIMIZERS)
+    check(not sgd_rule or cfg["parametrization"] == "mup", "parametrization='completep': its depth rules are derived "
+                                                           "for Adam; use an Adam- or Muon-based strategy, or 'mup'")
+    m, m_depth = mcfg.width_mult(), mcfg.depth_mult()
+    depth_lr = m_depth ** (COMPLETEP_ALPHA - 1)  # 1 at α = 1: CompleteP's hidden and norm LRs keep the base's depth
+    mults = {}
+    for g in optimizer.param_groups:
+        hidden, vector = g["kind"] in HIDDEN_KINDS, g["kind"] not in HIDDEN_KINDS
+        if g.get("use_muon"):
+            width_lr = 1.0 if g["scale"] == "original" else m ** -0.5
+        elif sgd_rule:
+            width_lr = m if vector else 1.0
+        else:
+            width_lr = 1.0 / m if hidden else 1.0
+        mults[g["name"]] = width_lr * (depth_lr if hidden or g["kind"] == "norm" else 1.0)
+        g["wd_mult"] = 1.0 / width_lr  # kept for rules that reset weight_decay (Layerwise with wd_follows_lr=False)
+        g["weight_decay"] = g.get("weight_decay", 0.0) * g["wd_mult"]
+        if isinstance(g.get("eps"), float) and not sgd_rule:
+            g["eps"] *= (1.0 / m) * (m_depth ** -COMPLETEP_ALPHA if hidden or g["kind"] == "norm" else 1.0)
+    return mults
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,7 +415,10 @@ class Strategy:
         self.optimizer, self.scheduler = self.build(model, cfg)
         for g in self.optimizer.param_groups if self.lam else []:
             g.setdefault("base_lr", g["lr"])
-        self.lr_mults = {n: m for n, m in self.group_lr_mults(cfg).items() if m != 1.0}
+        # muP/CompleteP multipliers compose with lr_mult by multiplication, applied the same way for every strategy
+        scaled, given = parametrization_mults(model, self.optimizer, cfg), self.group_lr_mults(cfg)
+        combined = {n: given.get(n, 1.0) * scaled.get(n, 1.0) for n in {**given, **scaled}}
+        self.lr_mults = {n: m for n, m in combined.items() if m != 1.0}
 
     def group_lr_mults(self, cfg):
         """{group name: multiplier} from lr_mult."""
@@ -915,7 +986,8 @@ class Layerwise(Strategy):
             g["lr"] = g["base_lr"] * mult[g["name"]]
             if not self.cfg["wd_follows_lr"] and g["weight_decay"] > 0:
                 # keep lr·wd at base_lr·λ(t)·weight_decay whatever the group's multiplier
-                g["weight_decay"] = wd * self.base_mult(t) / mult[g["name"]] if mult[g["name"]] > 0 else wd
+                wd_g = wd * g.get("wd_mult", 1.0)  # muP's width factor, if any
+                g["weight_decay"] = wd_g * self.base_mult(t) / mult[g["name"]] if mult[g["name"]] > 0 else wd_g
         self.current = mult
 
     def step(self, it, loss=None, closure=None):

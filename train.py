@@ -192,6 +192,10 @@ def parse_config(argv, defaults=DEFAULTS):
 def check_config(c, world_size):
     if c.model not in PRESETS:
         raise ConfigError(f"model {c.model!r} is not a preset of model.py; choose one of: {', '.join(PRESETS)}")
+    try:  # the model is built with these before any strategy checks them
+        optim.check_parametrization(vars(c))
+    except optim.ConfigError as e:
+        raise ConfigError(str(e)) from None
     if c.init_from not in ("scratch", "resume") and not os.path.exists(c.init_from):
         raise ConfigError(f"init_from must be 'scratch', 'resume', or a run directory or checkpoint file to branch from; "
                           f"{c.init_from!r} does not exist")
@@ -268,6 +272,7 @@ def peak_flops_of(device_type, override):
 def model_config(c, vocab):
     overrides = dict(block_size=c.block_size, dropout=c.dropout, vocab_size=c.vocab_size or 64 * math.ceil(vocab / 64))
     overrides.update({k: getattr(c, k) for k in ("n_layer", "n_head", "n_embd", "ffn_hidden") if getattr(c, k) > 0})
+    overrides.update({k: getattr(c, k) for k in optim.PARAMETRIZATION_KEYS})  # optim's keys: it scales the LRs by them
     return ModelConfig(**{**PRESETS[c.model], **overrides})
 
 
@@ -516,7 +521,8 @@ def train(cfg):
     # --- model, strategy, resume
     mcfg = model_config(c, data.vocab_size)
     if start is not None:
-        mismatched = {k: (v, start["model_config"].get(k)) for k, v in asdict(mcfg).items() if start["model_config"].get(k) != v}
+        saved = asdict(ModelConfig(**start["model_config"]))  # fields added since the checkpoint: their defaults
+        mismatched = {k: (v, saved.get(k)) for k, v in asdict(mcfg).items() if saved.get(k) != v}
         if mismatched:
             fields = ", ".join(f"{k} (checkpoint {old!r}, config {new!r})" for k, (new, old) in mismatched.items())
             raise ConfigError(f"the checkpoint in {run_dir} is of another model config: {fields}")

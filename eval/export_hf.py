@@ -86,6 +86,8 @@ def export(ckpt_path, out_dir):
     import model as M
     ckpt = M.load_checkpoint(ckpt_path)
     cfg = M.ModelConfig(**ckpt["model_config"])
+    if cfg.parametrization != "sp":  # the HF classes have no output, attention or branch multipliers to carry them
+        raise ValueError(f"{ckpt_path!r} was trained with parametrization={cfg.parametrization!r}; export supports 'sp' only")
     tokenizer = tokenizer_of(ckpt)
     check_vocab(cfg.vocab_size, tokenizer)
     model = hf_model(cfg, ckpt["model"], tokenizer)
