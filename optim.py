@@ -366,11 +366,11 @@ def parametrization_mults(model, optimizer, cfg):
     depth_lr = m_depth ** (COMPLETEP_ALPHA - 1)  # 1 at α = 1: CompleteP's hidden and norm LRs keep the base's depth
     mults = {}
     for g in optimizer.param_groups:
-        hidden, vector = g["kind"] in HIDDEN_KINDS, g["kind"] not in HIDDEN_KINDS
+        hidden = g["kind"] in HIDDEN_KINDS  # the rest (embed, head, norms) are muP's vector-like weights
         if g.get("use_muon"):
             width_lr = 1.0 if g["scale"] == "original" else m ** -0.5
         elif sgd_rule:
-            width_lr = m if vector else 1.0
+            width_lr = 1.0 if hidden else m
         else:
             width_lr = 1.0 / m if hidden else 1.0
         mults[g["name"]] = width_lr * (depth_lr if hidden or g["kind"] == "norm" else 1.0)

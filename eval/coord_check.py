@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optim  # noqa: E402
+from eval.plots import save  # noqa: E402
 from data.loader import TokenData, is_prepared  # noqa: E402
 from model import ModelConfig, Transformer  # noqa: E402
 
@@ -126,10 +127,7 @@ def plot(widths, data, path):
             if j == 0:
                 ax.set_ylabel("mean |activation|")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, os.path.dirname(path), os.path.basename(path))
 
 
 def main():

@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optim  # noqa: E402
+from eval.plots import save  # noqa: E402
 from eval.coord_check import build_model, shakespeare, strategy_config  # noqa: E402
 from eval.perplexity import evaluate_loss  # noqa: E402
 
@@ -70,10 +71,7 @@ def plot(lrs, results, path):
     ax.set_ylabel("best learning_rate")
     ax.set_title("optimal LR vs width")
     ax.legend()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, os.path.dirname(path), os.path.basename(path))
 
 
 def main():

@@ -107,9 +107,13 @@ def main():
 
 
 def save(fig, out, name):
+    """Write fig to out/name (out created if missing) and close it; returns the path."""
+    import matplotlib.pyplot as plt
     fig.tight_layout()
+    os.makedirs(out or ".", exist_ok=True)
     path = os.path.join(out, name)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
 

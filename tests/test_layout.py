@@ -61,13 +61,16 @@ def test_the_import_test_catches_a_cycle(tmp_path):
     assert imported_units(str(f)) == {"optim"}
 
 
+OUTSIDE = r"\bspec" + r"s/|\.\./shar" + "ed"  # written in pieces, so that this line does not name them itself
+
+
 def test_nothing_refers_to_files_outside_the_repository():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     hits = []
     for rel in tracked:
         path = os.path.join(ROOT, rel)
         if os.path.isfile(path) and rel.endswith((".py", ".md", ".txt")) and rel != "tests/test_layout.py":
-            hits += [f"{rel}: {l.strip()}" for l in open(path, errors="replace") if re.search(r"\bspecs/|\.\./shared", l)]
+            hits += [f"{rel}: {l.strip()}" for l in open(path, errors="replace") if re.search(OUTSIDE, l)]
     assert not hits, "\n".join(hits[:10])
 
 
