@@ -308,7 +308,7 @@ def _method_label(method, reference, k_term):
 
 def named_matrices(obj):
     """[(name, tensor)] of the weight matrices of a module, state dict, {name: tensor} or train.py
-    checkpoint dict. Module names drop '.weight' and match optim.param_groups (a tied matrix appears once,
+    checkpoint dict. Module names drop '.weight' and match groups.param_groups (a tied matrix appears once,
     first name)."""
     if isinstance(obj, nn.Module):
         obj = getattr(obj, "module", obj)

@@ -8,7 +8,7 @@ HT-SR metrics (spectral.py) of every weight matrix of a nanoLR checkpoint, from 
     python eval/htsr.py --bench [--device cuda] [--no-ww] [--route gram]   # vs weightwatcher 0.7.7; route table
 
 A checkpoint is a train.py ckpt.pt or the run directory holding it (model.load_checkpoint). Rows are
-spectral.analyze()'s plus kind (optim.matrix_kind; 'other' for a name it does not know). The estimator
+spectral.analyze()'s plus kind (groups.matrix_kind; 'other' for a name it does not know). The estimator
 conventions are in docs/htsr.md.
 """
 import argparse
@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import groups  # noqa: E402
 import model as model_lib  # noqa: E402
 import spectral  # noqa: E402
 
@@ -39,11 +40,9 @@ def load_weights(path, device="cpu"):
 
 
 def matrix_kind(name):
-    """optim.matrix_kind, or 'other' for a matrix that model.py's naming does not cover. optim is imported
-    here, not at the top, so that --bench and --help need only model.py and spectral.py."""
-    import optim
+    """groups.matrix_kind, or 'other' for a matrix that model.py's naming does not cover."""
     try:
-        return optim.matrix_kind(name)
+        return groups.matrix_kind(name)
     except ValueError:
         return "other"
 

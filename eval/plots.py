@@ -15,13 +15,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import optim  # noqa: E402
+import groups  # noqa: E402
 
 KIND_ORDER = ["embed", "attn_qk", "attn_vo", "mlp", "head", "norm"]
 
 
 def kind_of(name):
-    return "norm" if name.startswith("rest") else optim.matrix_kind(name)
+    return "norm" if name.startswith("rest") else groups.matrix_kind(name)
 
 
 def read_metrics(run_dir):

@@ -113,7 +113,7 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """ReLU MLP named like model.py (embed, blocks.i.mlp.up, head) so optim.param_groups gives the
+    """ReLU MLP named like model.py (embed, blocks.i.mlp.up, head) so groups.param_groups gives the
     paper's grouping: one group per layer, depth from input to output."""
 
     def __init__(self, dims):

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import groups
 import optim
 from conftest import ROOT
 from model import Transformer, config_from_preset
@@ -211,10 +212,10 @@ def test_bad_llr_config_fails_before_training(key, value, message):
 
 def test_muon_refuses_a_non_matrix_group():
     import rules
-    groups = optim.param_groups(tiny_model())
-    groups[-1]["use_muon"] = True  # the rest group: norm gains
+    named = groups.param_groups(tiny_model())
+    named[-1]["use_muon"] = True  # the rest group: norm gains
     with pytest.raises(ValueError, match="Muon needs matrices"):
-        rules.MuonAdamW(groups)
+        rules.MuonAdamW(named)
 
 
 def test_baselines_multipliers():

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import groups
 import optim
 import rules
 from model import Transformer, config_from_preset
@@ -97,8 +98,8 @@ def test_newton_schulz_properties():
 def test_split_routes_by_kind_and_adamw_side_matches_torch():
     torch.manual_seed(0)
     m = Transformer(config_from_preset("llama_nano"))
-    groups = rules.muon_split(optim.param_groups(m))
-    kinds = {g["name"]: (g["kind"], g["use_muon"]) for g in groups}
+    split = rules.muon_split(groups.param_groups(m))
+    kinds = {g["name"]: (g["kind"], g["use_muon"]) for g in split}
     assert kinds["embed"] == ("embed", False) and kinds["head"] == ("head", False) and kinds["rest"] == ("norm", False)
     assert all(use for name, (kind, use) in kinds.items() if kind in ("attn_qk", "attn_vo", "mlp"))
     # AdamW side equals torch AdamW (same betas, eps, decoupled decay, per-group lr)

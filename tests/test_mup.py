@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import groups
 import optim
 import train
 from eval import coord_check
@@ -122,22 +123,22 @@ def test_per_group_rules_by_hand():
     m = 4.0
     net = tiny(128, parametrization="mup", base_width=32)
     for name, (lr, wd, eps) in group_table(build("uniform", net)).items():
-        hidden = optim.matrix_kind(name) in optim.HIDDEN_KINDS if name != "rest" else False
+        hidden = groups.matrix_kind(name) in optim.HIDDEN_KINDS if name != "rest" else False
         assert lr == pytest.approx(1e-2 / m if hidden else 1e-2), name
         assert wd == pytest.approx(0.1 * m if hidden else (0.0 if name == "rest" else 0.1)), name
         assert eps == pytest.approx(1e-8 / m), name
     for scale, width_lr in (("original", 1.0), ("match_rms_adamw", m ** -0.5)):
         for name, (lr, wd, _) in group_table(build("uniform_muon", net, muon_scale=scale)).items():
-            hidden = name != "rest" and optim.matrix_kind(name) in optim.HIDDEN_KINDS
+            hidden = name != "rest" and groups.matrix_kind(name) in optim.HIDDEN_KINDS
             assert lr == pytest.approx(1e-2 * width_lr if hidden else 1e-2), (scale, name)
             assert wd == pytest.approx(0.1 / width_lr if hidden else (0.0 if name == "rest" else 0.1)), (scale, name)
     for name, (lr, wd, _) in group_table(build("fixed_sgd", net)).items():
-        hidden = name != "rest" and optim.matrix_kind(name) in optim.HIDDEN_KINDS
+        hidden = name != "rest" and groups.matrix_kind(name) in optim.HIDDEN_KINDS
         assert lr == pytest.approx(1e-2 if hidden else 1e-2 * m), name
     # CompleteP, 2 layers over a base of 1: α = 1 leaves the LRs at muP's, the hidden eps gets 1/m_L more
     deep = tiny(128, parametrization="completep", base_width=32, base_depth=1)
     for name, (lr, wd, eps) in group_table(build("uniform", deep)).items():
-        inner = name == "rest" or optim.matrix_kind(name) in optim.HIDDEN_KINDS
+        inner = name == "rest" or groups.matrix_kind(name) in optim.HIDDEN_KINDS
         assert eps == pytest.approx(1e-8 / m / (2 if inner else 1)), name
         assert lr == pytest.approx(1e-2 / m if inner and name != "rest" else 1e-2), name
 
@@ -167,7 +168,7 @@ def test_rules_agree_with_the_mup_package():
         ours = {id(p): (lr, wd) for g in strat.optimizer.param_groups for p in g["params"]
                 for lr, wd, _ in [group_table(strat)[g["name"]]]}
         theirs = mu_opt([{"params": g["params"], "weight_decay": 0.0 if g["name"] == "rest" else 0.1}
-                         for g in optim.param_groups(net)], lr=1e-2)
+                         for g in groups.param_groups(net)], lr=1e-2)
         for g in theirs.param_groups:
             for p in g["params"]:
                 assert ours[id(p)] == pytest.approx((g["lr"], g["weight_decay"])), (strategy, p.shape)

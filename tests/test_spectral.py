@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import model
+import groups
 import optim
 import spectral
 from eval import htsr
@@ -217,12 +218,12 @@ def test_analyze_matches_weightwatcher(nano, ww_frame, route, rel):
 def test_analyze_names_match_param_groups():
     for preset in ("llama_nano", "gpt_micro"):
         net = model.Transformer(model.config_from_preset(preset))
-        groups = [g for g in optim.param_groups(net) if g["kind"] != "norm"]
+        matrices = [g for g in groups.param_groups(net) if g["kind"] != "norm"]
         rows = spectral.analyze(net, metrics=("alpha",))
-        assert [r["name"] for r in rows] == [g["name"] for g in groups]
-        assert [r["kind"] for r in htsr.with_kinds(rows)] == [g["kind"] for g in groups]   # the tool adds kind
+        assert [r["name"] for r in rows] == [g["name"] for g in matrices]
+        assert [r["kind"] for r in htsr.with_kinds(rows)] == [g["kind"] for g in matrices]   # the tool adds kind
         sd_rows = spectral.analyze(net.state_dict(), metrics=("alpha",))
-        assert [r["name"] for r in sd_rows] == [g["name"] for g in groups]   # tied head dropped
+        assert [r["name"] for r in sd_rows] == [g["name"] for g in matrices]   # tied head dropped
         assert [r["alpha"] for r in sd_rows] == [r["alpha"] for r in rows]
         assert set(rows[0]) == {"name", "shape", "N", "M", "skipped", "xmin_method", "scale", "alpha"}
         assert list(htsr.with_kinds(rows)[0]) == ["name", "shape", "kind", "N", "M", "skipped", "xmin_method",
