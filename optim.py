@@ -21,6 +21,7 @@ config keys and are checked against DOMAINS when it is built. Update rules torch
 rules.py. docs/strategies.md has every rule with its reference quirks (faithful=True), docs/llr.md the
 layerwise family. `python optim.py --list` prints the catalogue.
 """
+import contextlib
 import fnmatch
 import math
 import re
@@ -217,6 +218,8 @@ DOMAINS = dict(
     cyclic_half=integer(0), cyclic_mode=one_of("triangular", "triangular2", "exp_range"),
     onecycle_pct=interval(0, 1, "()"), onecycle_div=POS, onecycle_final_div=POS, rmsprop_alpha=PROB, lamb_eps=POS,
     llrd_xi=interval(0, 1, "(]"), unfreeze_every=integer(0), grokfast_ma_window=integer(1), grokfast_ma_lamb=NONNEG,
+    sf_r=NONNEG, sf_weight_lr_power=NONNEG, tb_s1=POS, tb_s2=POS, tb_every=integer(0), tbb_s1=POS, tbb_s2=POS, tbb_tau=POS,
+    ad_s1=POS, ad_s2=POS, ad_every=integer(1),
     muon_lr=NONNEG, muon_momentum=PROB, muon_ns_steps=integer(1), muon_scale=one_of("original", "match_rms_adamw"),
     llr_s1=POS, llr_s2=POS, llr_every=integer(1), llr_ramp=integer(0), llr_ratio=UNIT,
     llr_method=one_of(*spectral.METHODS), llr_xmin_pos=integer(1), llr_map=one_of(*MAPS), llr_embed=one_of(*EMBED_RULES),
@@ -394,6 +397,11 @@ class Strategy:
         for g in self.optimizer.param_groups:
             by_kind.setdefault(g["kind"], []).append(lrs[g["name"]])
         return {k: sum(v) / len(v) for k, v in by_kind.items()}
+
+    def eval_weights(self):
+        """Context in which the model holds the weights to evaluate and save; the loop enters it around
+        eval and checkpoints. The identity here; schedule-free AdamW swaps its averaged point x in."""
+        return contextlib.nullcontext()
 
     def extra_state(self):
         """Strategy state outside optimizer and scheduler (filters, refit state)."""
@@ -834,6 +842,66 @@ def muon(model, cfg):
     return muon_adamw(decayed_groups(model, cfg), cfg), None
 
 
+@register("schedule_free", "extra", "schedule-free AdamW: gradient at y = (1−β₁)z + β₁x, z takes the AdamW step, x is the "
+          "LR²-weighted average of z; warmup, then constant; eval and checkpoints at x", "Defazio et al., NeurIPS 2024 "
+          "(arXiv 2405.15682)", sf_r=0.0, sf_weight_lr_power=2.0)
+class ScheduleFree(Strategy):
+    """The schedulefree package's AdamWScheduleFree (Defazio et al.'s own implementation) over the shared groups.
+    The model holds y during training; eval_weights() swaps in x, the point the method returns, for eval and
+    checkpoints, so saved weights are x and a resume (x, back to y on load) continues exactly as the run that
+    saved it. `schedule` does not apply: the LR warms up as t/W (the package's own warmup rule, run
+    through λ so lr_mult and the logs see it) and stays at learning_rate, the averaging stands in for the decay.
+    beta1 is the interpolation β (0.9), beta2 Adam's; weight decay is taken at y, as the package does."""
+
+    def build(self, model, cfg):
+        check(not cfg.get("branch"), "schedule_free has no decay to branch a cooldown from: branch a run of "
+                                     "another strategy, or continue this one with --init_from=resume")
+        try:
+            from schedulefree import AdamWScheduleFree  # optional: only this strategy needs it
+        except ImportError:
+            raise ConfigError("strategy 'schedule_free' needs the schedulefree package: pip install schedulefree") from None
+        self.lam = schedule({**cfg, "schedule": "constant"})  # warmup, then 1
+        opt = AdamWScheduleFree(decayed_groups(model, cfg), lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]),
+                                eps=cfg["adam_eps"], warmup_steps=0, r=cfg["sf_r"], weight_lr_power=cfg["sf_weight_lr_power"])
+        opt.train()  # y = x = z at the start
+        return opt, None
+
+    def load_state_dict(self, sd):
+        """Call after the model holds the checkpoint's weights (x). They go back to y at once, as in the run
+        that saved them (y = train(x) after its checkpoint); x is kept until the first update, for the eval
+        that a resumed run makes at its first iteration."""
+        super().load_state_dict(sd)
+        self.loaded_x = [p.detach().clone() for p in self.params]
+        self.optimizer.train()
+
+    def step(self, it, loss=None, closure=None):
+        self.loaded_x = None
+        super().step(it, loss, closure)
+
+    @contextlib.contextmanager
+    def eval_weights(self):
+        if getattr(self, "loaded_x", None) is not None:  # the checkpoint's x itself, not train(x) swapped back
+            y = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                for p, x in zip(self.params, self.loaded_x):
+                    p.copy_(x)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    for p, saved in zip(self.params, y):
+                        p.copy_(saved)
+            return
+        swap = self.optimizer.param_groups[0]["train_mode"]  # nested (a checkpoint inside an eval): already at x
+        if swap:
+            self.optimizer.eval()
+        try:
+            yield
+        finally:
+            if swap:
+                self.optimizer.train()
+
+
 # ----------------------------------------------------------------------------------------------
 # The layerwise family: heavy-tail guided layerwise LRs (LLR; He et al., ICML 2026) and its baselines.
 # Every weight matrix is its own group at lr_i(t) = base_i · m_i(t), m_i(t) = peak_i · λ(t), λ = the
@@ -842,11 +910,19 @@ def muon(model, cfg):
 
 LAYERWISE = dict(MUON, wd_follows_lr=True)
 EMBED_KINDS = ("embed", "head")
+HTSR_FIT = dict(method="median", metric="alpha", min_evals=50, xmin_pos=2, label="htsr")  # the HT-SR family's fit
 
 
-def alpha_to_peak(alphas, s1, s2, kind="linear"):
+def check_range(cfg, prefix):
+    """ConfigError unless <prefix>_s1 <= <prefix>_s2 (both > 0 by DOMAINS)."""
+    s1, s2 = cfg[f"{prefix}_s1"], cfg[f"{prefix}_s2"]
+    check(s1 <= s2, f"{prefix}_s1 must be in (0, {prefix}_s2], got {prefix}_s1={s1}, {prefix}_s2={s2}")
+
+
+def alpha_to_peak(alphas, s1, s2, kind="linear", tau=10.0):
     """Peak multipliers (× base LR) from a {name: α} dict: linear over [s1, s2] across the α range,
-    or n·f(α)/Σf(α) for f = sqrt, log2, or 2σ(4z) of the z-scored α (docs/llr.md)."""
+    or n·f(α)/Σf(α) for f = sqrt, log2, or 2σ(4z) of the z-scored α (docs/llr.md); tb_sigmoid (model
+    balancing, Liu et al. 2024): 10^φ, φ = s·(σ(τ(α − mean α)) − 1/2), s = s1 below the mean α, s2 above."""
     names, a = list(alphas), torch.tensor(list(alphas.values()), dtype=torch.float64)
     n = len(a)
     if kind == "linear":
@@ -860,6 +936,10 @@ def alpha_to_peak(alphas, s1, s2, kind="linear"):
         std = a.std() if n > 1 else torch.tensor(0.0, dtype=torch.float64)
         z = (a - a.mean()) / std if std > 0 else torch.zeros_like(a)
         m = 2 / (1 + torch.exp(-4 * z))
+    elif kind == "tb_sigmoid":  # multipliers in (10^(−s1/2), 10^(s2/2)), 1 at the mean α
+        d = a - a.mean()
+        s = torch.where(d < 0, torch.tensor(float(s1), dtype=torch.float64), torch.tensor(float(s2), dtype=torch.float64))
+        m = 10 ** (s * (torch.sigmoid(tau * d) - 0.5))
     else:
         raise ValueError(f"unknown llr_map {kind!r}; choose one of {', '.join(MAPS)}")
     return dict(zip(names, m.tolist()))
@@ -871,6 +951,7 @@ class Layerwise(Strategy):
 
     use_muon = False
     uses_schedule = True  # λ(t) = self.lam, the chosen `schedule`
+    scales_wd = False     # True: set_lrs sets each decayed group's weight_decay to weight_decay · wd_mults[name]
 
     def build(self, model, cfg):
         groups = decayed_groups(model, cfg)
@@ -886,6 +967,8 @@ class Layerwise(Strategy):
         self.current = {name: 0.0 for name in self.names}  # m_i of the last update
         self.ramp = None  # moves m_i linearly from `start` (at update t0 - 1) to `target` (at update t0 + length)
         self.pending_log = None  # refit details waiting for the next metrics line
+        self.model, self.alphas, self.last_refit, self.warned = model, {}, 0, set()  # the refit state (fit, refit)
+        self.wd_mults = {name: 1.0 for name in self.names}  # × each group's weight decay (scales_wd strategies only)
         return opt, None
 
     def initial_peaks(self, cfg):
@@ -904,16 +987,63 @@ class Layerwise(Strategy):
         return {n: self.peaks[n] * lam for n in self.names}
 
     def set_lrs(self, t):
-        mult, wd = self.multipliers(t), self.cfg["weight_decay"]
+        mult, wd, follows = self.multipliers(t), self.cfg["weight_decay"], self.cfg["wd_follows_lr"]
         for g in self.optimizer.param_groups:
-            g["lr"] = g["base_lr"] * mult[g["name"]]
-            if not self.cfg["wd_follows_lr"] and g["weight_decay"] > 0:
-                # keep lr·wd at base_lr·λ(t)·weight_decay whatever the group's multiplier
-                wd_g = wd * g.get("wd_mult", 1.0)  # muP's width factor, if any
-                g["weight_decay"] = wd_g * self.base_mult(t) / mult[g["name"]] if mult[g["name"]] > 0 else wd_g
+            name = g["name"]
+            g["lr"] = g["base_lr"] * mult[name]
+            if (not follows or self.scales_wd) and g["weight_decay"] > 0:
+                wd_g = wd * g.get("wd_mult", 1.0) * self.wd_mults[name]  # muP's width factor; AlphaDecay's multiplier
+                # wd_follows_lr=False: keep lr·wd at base_lr·λ(t)·wd_g whatever the group's LR multiplier
+                g["weight_decay"] = wd_g if follows else wd_g * self.base_mult(t) / mult[name] if mult[name] > 0 else wd_g
         self.current = mult
 
+    # --- refits: shared by LLR and the HT-SR family (TempBalance, tempbalance_block, AlphaDecay) ---
+
+    def fit_args(self):
+        """spectral.analyze settings of fit(): PL_Alpha_Hill with xmin at the median (LLR: its llr_* keys)."""
+        return dict(HTSR_FIT)
+
+    def fit(self):
+        """{name: metric} for every fitted matrix this refit (identical on every rank under DDP)."""
+        return self.fit_alphas(**self.fit_args())
+
+    def fit_alphas(self, method, metric, min_evals, xmin_pos, label):
+        """Fit `metric` of every group's matrix; a skipped or non-finite one is left out (it keeps its previous
+        multiplier), with one warning per degenerate matrix (too few eigenvalues is quiet)."""
+        rows = spectral.analyze(self.model, method=method, metrics=(metric,), min_evals=min_evals, xmin_pos=xmin_pos,
+                                filter_zeros=False)
+        values = {}
+        for row in rows:
+            if row["name"] not in self.kinds:
+                continue
+            value = row.get(metric)
+            if row["skipped"] or value is None or not math.isfinite(value):
+                if row["name"] not in self.warned and row["N"] * row["M"] > 0 and row["M"] >= min_evals:
+                    print(f"{label}: {row['name']} not refitted ({row['skipped'] or 'no finite fit'}); it keeps its previous LR")
+                    self.warned.add(row["name"])
+                continue
+            values[row["name"]] = value
+        return values
+
+    def periodic(self, t, every, until=INF):
+        """The refit calendar: t = 1 and every `every` updates while t <= until."""
+        return t == 1 or (t % every == 0 and t <= until)
+
+    def due(self, t):
+        return False  # no refits (uniform_muon, uniform_upbound)
+
+    def refit(self, t):
+        raise NotImplementedError
+
+    def refit_record(self, it):
+        """The metrics-line fields of a refit made before update it (0-based)."""
+        return dict(refit_iter=it, alpha=dict(self.alphas), lrs=self.lrs())
+
     def step(self, it, loss=None, closure=None):
+        if self.due(it + 1):
+            self.refit(it + 1)
+            self.set_lrs(it + 1)
+            self.pending_log = self.refit_record(it)
         self.set_lrs(it + 1)
         self.clip_grads()
         self.optimizer_step()
@@ -924,10 +1054,13 @@ class Layerwise(Strategy):
         return dict(record, lr_kind=self.lr_by_kind())
 
     def extra_state(self):
-        return dict(peaks=dict(self.peaks), ramp=self.ramp, current=self.current)
+        return dict(peaks=dict(self.peaks), ramp=self.ramp, current=self.current, alphas=self.alphas,
+                    last_refit=self.last_refit, wd_mults=dict(self.wd_mults))
 
     def load_extra_state(self, sd):
         self.peaks, self.ramp, self.current = dict(sd["peaks"]), sd["ramp"], sd["current"]
+        self.alphas, self.last_refit = dict(sd.get("alphas", {})), sd.get("last_refit", 0)  # absent before the HT-SR family
+        self.wd_mults = dict(sd.get("wd_mults", self.wd_mults))
 
 
 LLR_KEYS = dict(LAYERWISE, llr_s1=1.0, llr_s2=5.0, llr_every=100, llr_ramp=50, llr_ratio=0.2, llr_method="median",
@@ -950,9 +1083,8 @@ class LLR(Layerwise):
     mean, so LLR redistributes the LR instead of raising it (docs/llr.md)."""
 
     def build(self, model, cfg):
-        check(cfg["llr_s1"] <= cfg["llr_s2"], f"llr_s1 must be in (0, llr_s2], got llr_s1={cfg['llr_s1']}, llr_s2={cfg['llr_s2']}")
+        check_range(cfg, "llr")
         self.embed_rule = "fixed" if cfg["llr_embed_lr"] > 0 else cfg["llr_embed"]
-        self.model, self.alphas, self.last_refit, self.warned = model, {}, 0, set()
         self.phase_end, self.drop_late = cfg["llr_ratio"] * cfg["max_iters"], flag(cfg, "llr_drop_late_refits")
         self.kept, self.late = None, []  # drop_late: the peaks to restore at the phase end, and the late refits
         built = super().build(model, cfg)
@@ -962,25 +1094,12 @@ class LLR(Layerwise):
     def due(self, t):
         if self.drop_late and t > self.phase_end:
             return False
-        return t == 1 or (t % self.cfg["llr_every"] == 0 and t <= self.cfg["llr_ratio"] * self.max_iters)
+        return self.periodic(t, self.cfg["llr_every"], self.cfg["llr_ratio"] * self.max_iters)
 
-    def fit(self):
-        """{name: metric} for every fitted matrix this refit (identical on every rank under DDP)."""
+    def fit_args(self):
         c = self.cfg
-        rows = spectral.analyze(self.model, method=c["llr_method"], metrics=(c["llr_metric"],), min_evals=c["llr_min_evals"],
-                                xmin_pos=c["llr_xmin_pos"], filter_zeros=False)
-        values = {}
-        for row in rows:
-            if row["name"] not in self.kinds:
-                continue
-            value = row.get(c["llr_metric"])
-            if row["skipped"] or value is None or not math.isfinite(value):
-                if row["name"] not in self.warned and row["N"] * row["M"] > 0 and row["M"] >= c["llr_min_evals"]:
-                    print(f"llr: {row['name']} not refitted ({row['skipped'] or 'no finite fit'}); it keeps its previous LR")
-                    self.warned.add(row["name"])
-                continue
-            values[row["name"]] = value
-        return values
+        return dict(method=c["llr_method"], metric=c["llr_metric"], min_evals=c["llr_min_evals"], xmin_pos=c["llr_xmin_pos"],
+                    label="llr")
 
     def new_peaks(self, alphas):
         peaks, rule = dict(self.peaks), self.embed_rule
@@ -1021,18 +1140,13 @@ class LLR(Layerwise):
         if self.kept is not None and it + 1 > self.phase_end:  # drop_late: the late refits are undone
             self.peaks, self.ramp, self.kept = self.kept, None, None
             self.pending_log = dict(dropped_refit_iters=[t - 1 for t in self.late])
-        if self.due(it + 1):
-            self.refit(it + 1)
-            self.set_lrs(it + 1)
-            self.pending_log = dict(refit_iter=it, alpha=dict(self.alphas), lrs=self.lrs())
-        super().step(it)
+        super().step(it)  # the refit when due (Layerwise.step), then the update
 
     def extra_state(self):
-        return dict(super().extra_state(), alphas=self.alphas, last_refit=self.last_refit, kept=self.kept, late=self.late)
+        return dict(super().extra_state(), kept=self.kept, late=self.late)
 
     def load_extra_state(self, sd):
         super().load_extra_state(sd)
-        self.alphas, self.last_refit = sd["alphas"], sd["last_refit"]
         self.kept, self.late = sd.get("kept"), list(sd.get("late", []))  # absent in checkpoints before the flag
 
 
@@ -1073,11 +1187,112 @@ class Blockwise(Strategy):
         return {g["name"]: given.get(g["name"], BLOCKWISE[g["kind"]]) for g in self.optimizer.param_groups}
 
 
+# The HT-SR family beside LLR: refit through all of training on Layerwise's fit and calendar (docs/llr.md).
+# TempBalance (per matrix) and model balancing (per block) set LR multipliers, AlphaDecay weight-decay multipliers.
+TB_KEYS = dict(LAYERWISE, tb_s1=0.5, tb_s2=1.5, tb_every=0, epoch_iters=0)  # tb_every 0: once per optim.epoch_iters
+TBB_KEYS = dict(LAYERWISE, tbb_s1=1.25, tbb_s2=1.25, tbb_tau=10.0, tb_every=0, epoch_iters=0)
+AD_KEYS = dict(LAYERWISE, ad_s1=0.67, ad_s2=1.5, ad_every=500)
+
+
+@register("tempbalance", "HT-SR", "per-matrix LR = λ(t)·η·(s1 + (s2 − s1)(α − α_min)/(α_max − α_min)), s 0.5..1.5; "
+          "PL_Alpha_Hill refit every epoch, all of training",
+          "Zhou, Pang, Liu, Martin, Mahoney, Yang, NeurIPS 2023 (arXiv 2312.00359)", **TB_KEYS)
+class TempBalance(Layerwise):
+    """At t = 1 and every tb_every updates (0: optim.epoch_iters) to the end: fit α of every matrix (embedding
+    and head included, as the paper treats the first and last layer) and set its peak to the linear map of α
+    over [tb_s1, tb_s2] at once; the rest group (norms) stays at 1 and a skipped matrix keeps its peak."""
+
+    def build(self, model, cfg):
+        self.check_keys(cfg)
+        self.every = cfg["tb_every"] or epoch_iters(cfg)
+        return super().build(model, cfg)
+
+    def check_keys(self, cfg):
+        check_range(cfg, "tb")
+
+    def due(self, t):
+        return self.periodic(t, self.every)
+
+    def mapped(self, alphas):
+        """{name: peak} of the fitted matrices."""
+        fitted = {n: a for n, a in alphas.items() if self.kinds[n] != "norm"}
+        return alpha_to_peak(fitted, self.cfg["tb_s1"], self.cfg["tb_s2"]) if fitted else {}
+
+    def refit(self, t):
+        self.alphas = self.fit()
+        self.peaks = {**self.peaks, **self.mapped(self.alphas)}
+        self.ramp, self.last_refit = None, t  # the switch is immediate
+
+
+@register("tempbalance_block", "HT-SR", "TempBalance per transformer block: block α = mean α of its matrices, LR × "
+          "10^(s·(σ(τ(α_block − mean)) − 1/2)), τ 10, s 1.25",
+          "Liu, Hu, Pang, Zhou, Ren, Yang, EMNLP 2024 (arXiv 2410.12178); Zhou et al., NeurIPS 2023 (arXiv 2312.00359)",
+          **TBB_KEYS)
+class TempBalanceBlock(TempBalance):
+    """TempBalance's calendar with model balancing's TB_Sigmoid map over units: each 'blocks.<i>' is one unit
+    (the mean α of its fitted matrices), the embedding and the head are one unit each; every matrix of a unit
+    gets the unit's multiplier. tbb_s1 is s for units below the mean α, tbb_s2 above (the paper's (s1, s2))."""
+
+    def check_keys(self, cfg):
+        pass  # any s1, s2 > 0 (the paper's best pair is often (2, 1))
+
+    @staticmethod
+    def unit(name):
+        m = re.match(r"blocks\.(\d+)\.", name)
+        return f"blocks.{m.group(1)}" if m else name
+
+    def mapped(self, alphas):
+        by_unit = {}
+        for n, a in alphas.items():
+            if self.kinds[n] != "norm":
+                by_unit.setdefault(self.unit(n), []).append(a)
+        self.unit_alphas = {u: sum(v) / len(v) for u, v in by_unit.items()}
+        if not self.unit_alphas:
+            return {}
+        c = self.cfg
+        mult = alpha_to_peak(self.unit_alphas, c["tbb_s1"], c["tbb_s2"], "tb_sigmoid", tau=c["tbb_tau"])
+        return {n: mult[self.unit(n)] for n in self.names if self.kinds[n] != "norm" and self.unit(n) in mult}
+
+    def refit_record(self, it):
+        return dict(super().refit_record(it), block_alpha=dict(self.unit_alphas))
+
+
+@register("alphadecay", "HT-SR", "uniform AdamW LR; per-matrix weight decay = wd·(s1 + (s2 − s1)(α − α_min)/(α_max − α_min)), "
+          "s 0.67..1.5 (heavy tail, less decay); refit every 500 steps",
+          "He, Tu, Jaiswal, Shen, Yuan, Liu, Yin, NeurIPS 2025 (arXiv 2506.14562)", **AD_KEYS)
+class AlphaDecay(Layerwise):
+    """Every group at learning_rate·λ(t), as `uniform`. At t = 1 and every ad_every updates to the end: fit α of
+    every matrix with weight decay (embedding and head included) and set its weight_decay to weight_decay times
+    the linear map of α over [ad_s1, ad_s2] (smaller α, less decay); a skipped matrix keeps its multiplier."""
+
+    scales_wd = True
+
+    def build(self, model, cfg):
+        check_range(cfg, "ad")
+        built = super().build(model, cfg)
+        self.decayed = {g["name"] for g in built[0].param_groups if g["weight_decay"] > 0}
+        return built
+
+    def due(self, t):
+        return self.periodic(t, self.cfg["ad_every"])
+
+    def refit(self, t):
+        self.alphas = self.fit()
+        fitted = {n: a for n, a in self.alphas.items() if n in self.decayed and self.kinds[n] != "norm"}
+        if fitted:
+            self.wd_mults.update(alpha_to_peak(fitted, self.cfg["ad_s1"], self.cfg["ad_s2"]))
+        self.last_refit = t
+
+    def refit_record(self, it):
+        return dict(super().refit_record(it), wd={g["name"]: g["weight_decay"] for g in self.optimizer.param_groups})
+
+
 # ----------------------------------------------------------------------------------------------
 
 PAPER_18 = ("fixed_sgd", "cosine_sgd", "sgdr", "adam", "adamw", "adabound", "lars", "discriminative", "radam", "lion",
             "lookahead_adamw", "sam", "grokfast", "stlr_discriminative", "sam_discriminative", "dals", "dals_fast", "dals_acc")
-LAYERWISE_FAMILY = ("llr", "llr_muon", "uniform_muon", "uniform_upbound", "blockwise")
+LAYERWISE_FAMILY = ("llr", "llr_muon", "uniform_muon", "uniform_upbound", "blockwise", "tempbalance", "tempbalance_block",
+                    "alphadecay")
 CATALOGUE = tuple(n for n in STRATEGIES if n not in LAYERWISE_FAMILY)  # uniform, the 18, the extras, muon
 
 if __name__ == "__main__":

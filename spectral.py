@@ -315,7 +315,8 @@ def named_matrices(obj):
         obj = getattr(obj, "_orig_mod", obj)
         seen, out = set(), []
         for name, mod in obj.named_modules():
-            if isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv2d)) and id(mod.weight) not in seen:
+            matrix = isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv2d)) or type(mod).__name__ == "Conv1D"  # transformers GPT-2
+            if matrix and id(mod.weight) not in seen:
                 seen.add(id(mod.weight))
                 out.append((name, mod.weight))
         return out

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 import optim
+import spectral
 from data.loader import TokenData, is_prepared
 from eval.perplexity import evaluate_loss
 from model import FUSED_CE, ModelConfig, Transformer, PRESETS, load_checkpoint, resolve_fused_ce
@@ -53,6 +54,8 @@ eval_tokens = 65536
 log_interval = 10             # one stdout line and one metrics.jsonl object every log_interval iterations
 ckpt_every = 0                # > 0: also write ckpt.pt every ckpt_every iterations
 keep_ckpts = 0                # > 0: keep each ckpt_every checkpoint as ckpt_<iter>.pt too, the newest keep_ckpts of them
+spectral_every = 0            # > 0: every spectral_every iterations (and at max_iters) log per-matrix HT-SR metrics; 0: off
+spectral_metrics = "alpha"    # comma-separated names of spectral.METRICS that spectral_every logs (docs/htsr.md)
 seed = 1337
 wandb_log = False             # offline unless an API key is configured; never blocks training
 wandb_project = "nanolr"
@@ -218,6 +221,38 @@ def check_config(c, world_size):
         raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
     if c.fused_ce not in FUSED_CE:
         raise ConfigError(f"fused_ce must be one of {', '.join(FUSED_CE)}, got {c.fused_ce!r}")
+    if c.spectral_every < 0:
+        raise ConfigError(f"spectral_every must be >= 0 (0: monitor off), got {c.spectral_every}: "
+                          "set --spectral_every=0 or a positive interval such as --spectral_every=100")
+    names = spectral_metric_names(c.spectral_metrics)
+    if not names or set(names) - set(spectral.METRICS):
+        raise ConfigError(f"spectral_metrics={c.spectral_metrics!r}: unknown metric "
+                          f"{', '.join(sorted(set(names) - set(spectral.METRICS))) or '(none given)'}; valid: {', '.join(spectral.METRICS)}")
+
+
+def spectral_metric_names(text):
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def spectral_record(model, metrics):
+    """The HT-SR monitor's part of a metrics.jsonl record: spectral {name: {metric: value}}, spectral_skipped
+    {name: reason} (degenerate matrices; never an error) and spectral_s. Collective under DDP: every rank calls
+    it and gets the same rows. It only reads the weights: no RNG, no grads, no writes."""
+    t0 = time.time()
+    with torch.no_grad():
+        rows = spectral.analyze(model, metrics=metrics)
+    return dict(spectral={r["name"]: {m: r[m] for m in metrics} for r in rows if not r["skipped"]},
+                spectral_skipped={r["name"]: r["skipped"] for r in rows if r["skipped"]}, spectral_s=time.time() - t0)
+
+
+def spectral_summary(record):
+    """'spectral: mean alpha 2.45 over 26 matrices' (the stdout form of a monitor record)."""
+    fits = record["spectral"]
+    metric = next((m for m in ("alpha", *(m for v in fits.values() for m in v)) if any(m in v for v in fits.values())), None)
+    vals = [v[metric] for v in fits.values() if metric in v]
+    text = f"spectral: mean {metric} {sum(vals) / len(vals):.2f} over {len(vals)} matrices" if vals else "spectral: no matrix fitted"
+    skipped = len(record.get("spectral_skipped") or {})
+    return text + (f" ({skipped} skipped)" if skipped else "")
 
 
 def loss_path(c, device_type):
@@ -439,12 +474,15 @@ class Logger:
         parts += [f"val_loss {record['val_loss']:.4f}"] if "val_loss" in record else []
         parts += [f"lr {record['lr']:.2e}", f"{record['tok_per_s']:,.0f} tok/s"] if "lr" in record else []
         parts += [f"mfu {100 * record['mfu']:.1f}%"] if record.get("mfu") is not None else []
+        parts += [spectral_summary(record)] if "spectral" in record else []  # the per-matrix values go to the file
         parts += [record["eta"]] if "eta" in record else []
         print(" | ".join(parts))
         self.file.write(json.dumps({k: v for k, v in record.items() if k != "eta"}) + "\n")
         self.file.flush()
         if self.run is not None:
-            self.run.log({k: v for k, v in record.items() if v is not None and k != "eta"}, step=record["iter"])
+            flat = {k: v for k, v in record.items() if v is not None and k not in ("eta", "spectral", "spectral_skipped")}
+            flat.update({f"{m}/{name}": v for name, vals in record.get("spectral", {}).items() for m, v in vals.items()})
+            self.run.log(flat, step=record["iter"])  # the monitor's values as alpha/<name>, ...
 
     def close(self, summary=None):
         self.file.close()
@@ -586,6 +624,7 @@ def train(cfg):
 
     # --- the loop: evaluate and checkpoint on schedule, one update, one log line
     start_iter, t_last, tokens_since = iter_num, time.time(), 0
+    t_run, spectral_s, spectral_names = time.time(), 0.0, spectral_metric_names(c.spectral_metrics)  # the HT-SR monitor
     eval_s, eval_times, first = 0.0, [], None  # seconds in evals; first: (end, eval_s then, seconds) of this run's first update
 
     def time_left(it):
@@ -605,20 +644,27 @@ def train(cfg):
 
     for it in range(iter_num, c.max_iters + 1):
         record = {}
+        if c.spectral_every > 0 and (it % c.spectral_every == 0 or it == c.max_iters):  # the weights after `it` updates
+            record.update(spectral_record(raw_model, spectral_names))  # on every rank: collective under DDP
+            spectral_s += record["spectral_s"]
+            t_last += record["spectral_s"]  # kept out of the throughput figure, as eval is
         if it % c.eval_interval == 0 or it == c.max_iters:
             t_eval = time.time()
-            val_loss, _ = evaluate_loss(eval_model, val_tokens, c.block_size, c.eval_tokens, c.batch_size, dev, ctx, rank, world_size)
-            if not math.isfinite(val_loss):
-                raise diverged(f"validation loss is {val_loss}", it, c.out_dir)
-            best_val = min(best_val, val_loss)
-            record["val_loss"] = val_loss
-            if it > start_iter or it == 0:
-                checkpoint(it)
+            with strategy.eval_weights():  # the weights a strategy returns (schedule-free: its average x)
+                val_loss, _ = evaluate_loss(eval_model, val_tokens, c.block_size, c.eval_tokens, c.batch_size, dev, ctx,
+                                            rank, world_size)
+                if not math.isfinite(val_loss):
+                    raise diverged(f"validation loss is {val_loss}", it, c.out_dir)
+                best_val = min(best_val, val_loss)
+                record["val_loss"] = val_loss
+                if it > start_iter or it == 0:
+                    checkpoint(it)
             t_last, tokens_since = time.time(), 0  # keep eval out of the throughput figure
             eval_s += t_last - t_eval
             eval_times.append(t_last - t_eval)
         elif c.ckpt_every > 0 and it % c.ckpt_every == 0 and it > start_iter:
-            checkpoint(it)
+            with strategy.eval_weights():
+                checkpoint(it)
         if it == c.max_iters:
             if master:
                 logger.log(dict(iter=it, tokens=it * tokens_per_iter, **record))
@@ -650,13 +696,18 @@ def train(cfg):
             if master:
                 logger.log(record)
 
+    if master and c.spectral_every > 0:
+        run_s = time.time() - t_run
+        print(f"spectral monitor: {spectral_s:.1f} s, {100 * spectral_s / max(run_s, 1e-9):.1f} % of the run "
+              f"(spectral_every={c.spectral_every})")
     summary = {}
     if c.eval_zeroshot and master:
         from data.tokenizer import get_tokenizer
         from eval import zeroshot
         # the uncompiled model: zero-shot batches change length, a compiled one would keep recompiling
-        summary["zeroshot"] = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all",
-                                                limit=c.eval_zeroshot_limit or None, device=dev, ctx=ctx)
+        with strategy.eval_weights():
+            summary["zeroshot"] = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all",
+                                                    limit=c.eval_zeroshot_limit or None, device=dev, ctx=ctx)
         logger.file.write(json.dumps(dict(iter=c.max_iters, zeroshot=summary["zeroshot"])) + "\n")
         print(f"zero-shot 7-task acc {100 * summary['zeroshot']['avg7']['acc']:.2f}")
     if master:

@@ -1,13 +1,21 @@
 """
 The LLR paper's figures for one run, from its metrics.jsonl alone (the per-module peaks and α are the
-last refit record there; ckpt.pt is not read):
+last refit record there; ckpt.pt is not read), and the HT-SR monitor's (train.py --spectral_every):
 
     python eval/plots.py out/llama_135m_llr           # writes PNGs into the run directory (or --out DIR)
+    python eval/plots.py out/a --compare out/b        # + alpha_compare.png: both runs' monitored α per kind
+    python eval/plots.py out/a --esd embed,blocks.0.mlp.up --at 0,1000,2000   # + esd.png from ckpt_<iter>.pt
 
   peak_lrs.png        per-module peak LR (bars) with the fitted α (line) at the last refit
   alpha_by_kind.png   mean α per module kind at every refit
   lr_by_kind.png      LR per module kind over training, with the uniform schedule's range for reference
   loss.png            train and validation loss
+  alpha_monitor.png   mean α per module kind over training from the monitor's `spectral` records (when the
+                      run has them: --spectral_every > 0 with alpha among --spectral_metrics)
+  alpha_compare.png   --compare OTHER_RUN: the same for both runs, this one solid, OTHER_RUN dashed
+  esd.png             --esd NAMES: the log-log ESD (eigenvalues of WᵀW, spectral.esd) of each named matrix with
+                      the fitted xmin (median rule, as the monitor) marked, from the ckpt_<iter>.pt of each
+                      --at ITERS (kept with --ckpt_every and --keep_ckpts) or from ckpt.pt without --at
 """
 import argparse
 import json
@@ -24,6 +32,95 @@ def kind_of(name):
     return "norm" if name.startswith("rest") else groups.matrix_kind(name)
 
 
+def monitor_alpha(records):
+    """[(iter, {kind: mean α})] of the HT-SR monitor's records (train.py --spectral_every), in iteration order."""
+    series = []
+    for r in records:
+        by_kind = {}
+        for name, values in (r.get("spectral") or {}).items():
+            if "alpha" in values:
+                by_kind.setdefault(kind_of(name), []).append(values["alpha"])
+        if by_kind:
+            series.append((r["iter"], {k: sum(v) / len(v) for k, v in by_kind.items()}))
+    return series
+
+
+def draw_monitor(ax, series, ls="-", label=True):
+    """One line per kind, coloured as in peak_lrs.png."""
+    for i, k in enumerate(KIND_ORDER):
+        pts = [(it, means[k]) for it, means in series if k in means]
+        if pts:
+            ax.plot(*zip(*pts), ls, marker="o", ms=3, color=f"C{i}", label=k if label else None)
+
+
+def iters_list(text):
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated iterations such as 0,1000,2000, got {text!r}") from None
+
+
+def esd_checkpoints(run_dir, iters):
+    """[(label, checkpoint dict)] for --esd: ckpt_<iter>.pt for each of iters (ckpt.pt if it is at that
+    iteration), or ckpt.pt when iters is None. A missing one stops with the list of those there are."""
+    import re
+    from model import load_checkpoint
+    latest = os.path.join(run_dir, "ckpt.pt")
+    if iters is None:
+        if not os.path.isfile(latest):
+            raise SystemExit(f"error: --esd: no ckpt.pt in {run_dir}")
+        ckpt = load_checkpoint(latest)
+        return [(f"iter {ckpt['iter_num']}", ckpt)]
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+    kept = sorted(int(m.group(1)) for m in (re.fullmatch(r"ckpt_(\d+)\.pt", n) for n in names) if m)
+    latest_iter = load_checkpoint(latest)["iter_num"] if os.path.isfile(latest) else None
+    missing = [it for it in iters if it not in kept and it != latest_iter]
+    if missing:
+        have = [f"ckpt_{i}.pt" for i in kept] + ([f"ckpt.pt (iter {latest_iter})"] if latest_iter is not None else [])
+        raise SystemExit(f"error: --at: no checkpoint of iteration {', '.join(map(str, missing))} in {run_dir}; there are: "
+                         f"{', '.join(have) or 'none'} (a run keeps ckpt_<iter>.pt with --ckpt_every and --keep_ckpts)")
+    return [(f"iter {it}", load_checkpoint(os.path.join(run_dir, f"ckpt_{it}.pt") if it in kept else latest)) for it in iters]
+
+
+def draw_esd(plt, run_dir, names, iters):
+    """esd.png's figure: one panel per matrix, one histogram per checkpoint (shared log-spaced bins) and a
+    dashed line at its fitted xmin."""
+    import numpy as np
+    import spectral
+    ckpts = esd_checkpoints(run_dir, iters)
+    mats = [dict(spectral.named_matrices(ckpt)) for _, ckpt in ckpts]
+    unknown = [n for n in names if n not in mats[0]]
+    if unknown:
+        raise SystemExit(f"error: --esd: no weight matrix named {', '.join(map(repr, unknown))}; names: {', '.join(mats[0])}")
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        spectra = [spectral.esd(m[name].float()).double().cpu() for m in mats]
+        positive = [lam[lam > spectral.EVALS_THRESH].numpy() for lam in spectra]
+        pooled = np.concatenate(positive)
+        if pooled.size == 0:
+            ax.set_title(f"{name}: every eigenvalue is 0")
+            continue
+        edges = np.logspace(np.log10(pooled.min()), np.log10(pooled.max()), min(60, max(8, len(positive[0]) // 10)) + 1)
+        mids = np.sqrt(edges[1:] * edges[:-1])
+        for i, ((label, _), lam, pos) in enumerate(zip(ckpts, spectra, positive)):
+            try:
+                fit = spectral.powerlaw_fit(lam)
+                label += f": α={fit['alpha']:.2f}"
+                ax.axvline(fit["xmin"], color=f"C{i}", ls="--", lw=0.8)
+            except ValueError as e:  # a degenerate matrix: no fit, the histogram still shows
+                label += f": no fit ({e})"
+            dens, _ = np.histogram(pos, bins=edges, density=True)
+            ax.loglog(mids[dens > 0], dens[dens > 0], ".-", color=f"C{i}", lw=0.8, label=label)
+        ax.set(xlabel="eigenvalue of WᵀW", ylabel="density", title=f"{name} (dashed: xmin, median rule)")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # log-axis minor labels overlap on a narrow range
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    return fig
+
+
 def read_metrics(run_dir):
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
@@ -36,11 +133,19 @@ def read_metrics(run_dir):
     return [records[k] for k in sorted(records)]
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--out", default=None, help="directory for the PNGs (default: the run directory)")
-    a = p.parse_args()
+    p.add_argument("--compare", metavar="OTHER_RUN", help="alpha_compare.png: this run's and OTHER_RUN's monitored α per kind")
+    p.add_argument("--esd", metavar="NAMES", help="esd.png: the ESD of these comma-separated matrices (e.g. embed,blocks.0.mlp.up)")
+    p.add_argument("--at", metavar="ITERS", type=iters_list, help="--esd from ckpt_<iter>.pt of these iterations (default: ckpt.pt)")
+    a = p.parse_args(argv)
+    if a.at is not None and not a.esd:
+        p.error("--at picks the checkpoints of --esd: pass --esd NAMES too")
+    esd_names = [n.strip() for n in (a.esd or "").split(",") if n.strip()]
+    if a.esd is not None and not esd_names:
+        p.error("--esd needs matrix names, e.g. --esd embed,blocks.0.mlp.up")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -52,6 +157,14 @@ def main():
     os.makedirs(out, exist_ok=True)
     refits = [r for r in records if "alpha" in r]
     written = []
+    monitored = monitor_alpha(records)
+    if a.compare:
+        other = monitor_alpha(read_metrics(a.compare))
+        for run, series in ((a.run_dir, monitored), (a.compare, other)):
+            if not series:
+                raise SystemExit(f"error: --compare: {run} has no monitor records with alpha: train it with --spectral_every > 0")
+    if esd_names:  # checked before anything is drawn: a missing checkpoint or matrix stops the run first
+        esd_fig = draw_esd(plt, a.run_dir, esd_names, a.at)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     train = [(r["iter"], r["train_loss"]) for r in records if "train_loss" in r]
@@ -102,7 +215,28 @@ def main():
         ax.legend(handles, KIND_ORDER[:5], fontsize=7, loc="upper center", ncol=5)
         written.append(save(fig, out, "peak_lrs.png"))
     else:
-        print("no refit records in metrics.jsonl (not an LLR run): only loss.png" + (" and lr_by_kind.png" if lr_kind else ""))
+        print("no refit records in metrics.jsonl (not an LLR run): no peak_lrs.png or alpha_by_kind.png")
+
+    run_name = lambda d: os.path.basename(os.path.normpath(d))
+    if monitored:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        draw_monitor(ax, monitored)
+        ax.set(xlabel="iteration", ylabel="PL_Alpha_Hill (mean over the kind)", title=f"monitored α per module kind: {run_name(a.run_dir)}")
+        ax.legend()
+        written.append(save(fig, out, "alpha_monitor.png"))
+    if a.compare:
+        from matplotlib.lines import Line2D
+        fig, ax = plt.subplots(figsize=(7, 4))
+        draw_monitor(ax, monitored, "-")
+        draw_monitor(ax, other, "--", label=False)
+        ax.set(xlabel="iteration", ylabel="PL_Alpha_Hill (mean over the kind)", title="monitored α per module kind")
+        kinds = ax.legend(loc="upper left", fontsize=8)
+        ax.add_artist(kinds)
+        ax.legend([Line2D([], [], color="k", ls=ls) for ls in ("-", "--")], [run_name(a.run_dir), run_name(a.compare)],
+                  loc="upper right", fontsize=8)
+        written.append(save(fig, out, "alpha_compare.png"))
+    if esd_names:
+        written.append(save(esd_fig, out, "esd.png"))
     print("wrote " + ", ".join(written))
 
 

@@ -68,6 +68,7 @@ PAPER_HPARAMS = {
     "adafactor": dict(learning_rate=3e-3, weight_decay=0.0), "llrd": dict(learning_rate=3e-4, weight_decay=0.01),
     "gradual_unfreezing": dict(learning_rate=3e-4, weight_decay=0.01), "grokfast_ma": dict(learning_rate=0.03),
     "muon": dict(learning_rate=1e-3, weight_decay=0.01),
+    "schedule_free": dict(learning_rate=1e-3, weight_decay=0.01),  # its authors: 1-10x the scheduled AdamW LR
 }
 
 # Regimes b and c: one LR per family for a 2-layer, 64-wide byte-level LLaMA (llama_nano), the best
@@ -87,11 +88,13 @@ LM_LR = {
 }
 LM_FAMILY = {
     "uniform": "adam", "adam": "adam", "adamw": "adam", "adabound": "adam", "radam": "adam", "lookahead_adamw": "adam",
-    "rmsprop": "adam", "llrd": "adam", "gradual_unfreezing": "adam", "lion": "lion", "lars": "lars", "dals": "dals",
+    "rmsprop": "adam", "llrd": "adam", "gradual_unfreezing": "adam", "schedule_free": "adam", "lion": "lion", "lars": "lars", "dals": "dals",
     "dals_fast": "dals", "dals_acc": "dals", "adagrad": "adagrad", "lamb": "lamb", "adafactor": "adafactor", "muon": "muon",
     "grokfast": "grokfast", "llr": "adam", "uniform_upbound": "adam", "blockwise": "adam", "llr_muon": "muon", "uniform_muon": "muon",  # the layerwise family
+    "tempbalance": "adam", "tempbalance_block": "adam", "alphadecay": "adam",  # its HT-SR relatives
 }
-DECOUPLED = {"uniform", "adamw", "lookahead_adamw", "lion", "radam", "llrd", "gradual_unfreezing", "lamb", "muon"}
+DECOUPLED = {"uniform", "adamw", "lookahead_adamw", "lion", "radam", "llrd", "gradual_unfreezing", "lamb", "muon",
+             "schedule_free"}
 
 
 SLOW = {"muon", "grokfast_ma", "sam", "sam_discriminative", "llr", "llr_muon", "uniform_muon"}  # run these first
@@ -175,7 +178,7 @@ def run_synthetic(name, seed, args):
             loss = optim.update(s, it, forward_backward)
             it += 1
             if it % args.eval_every == 0 or it == T:
-                with torch.no_grad():
+                with torch.no_grad(), s.eval_weights():
                     acc = (model(xt).argmax(1) == yt).float().mean().item() * 100
                 curve.append((it, acc if math.isfinite(loss.item()) else float("nan")))
     return curve
@@ -228,7 +231,8 @@ def train_lm(model, name, data, steps, seed, eval_every, hp):
             return loss.detach()
         loss = optim.update(s, it, forward_backward)
         if (it + 1) % eval_every == 0 or it + 1 == steps:
-            v = val_loss(model, data) if math.isfinite(loss.item()) else float("nan")
+            with s.eval_weights():
+                v = val_loss(model, data) if math.isfinite(loss.item()) else float("nan")
             curve.append((it + 1, v))
     return curve
 

@@ -411,7 +411,8 @@ def test_dals_strategy_first_lr_and_depths():
 
 LR = {"adam": 3e-3, "adamw": 3e-3, "radam": 3e-3, "adabound": 3e-3, "lookahead_adamw": 3e-3, "uniform": 1e-2,
       "llrd": 3e-3, "gradual_unfreezing": 3e-3, "lion": 1e-3, "adagrad": 0.1, "rmsprop": 1e-3, "lamb": 1e-2,
-      "adafactor": 1e-2, "muon": 1e-2, "lars": 5.0, "dals": 1.0, "dals_fast": 1.0, "dals_acc": 1.0, "grokfast": 0.3}
+      "adafactor": 1e-2, "muon": 1e-2, "lars": 5.0, "dals": 1.0, "dals_fast": 1.0, "dals_acc": 1.0, "grokfast": 0.3,
+      "schedule_free": 3e-3}
 SGD_LR = 1.0
 DATA = torch.randint(0, 16, (8, 33), generator=torch.Generator().manual_seed(0))  # 16-symbol bytes: learnable in 20 steps
 

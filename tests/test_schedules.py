@@ -127,15 +127,17 @@ def test_schedules_equal_torch_lr_schedulers(case, name):
 
 def test_the_strategies_that_honour_schedule_and_those_that_keep_their_own():
     honour = {n for n, cls in optim.STRATEGIES.items() if cls.uses_schedule}
-    assert honour == {"uniform", "warmup_cosine", "muon", "llr", "llr_muon", "uniform_muon", "uniform_upbound", "blockwise"}
-    wsd = dict(max_iters=T, warmup_iters=W, schedule="wsd", decay_frac=0.5, llr_min_evals=8, llr_ratio=0.0, llr_ramp=0)
+    assert honour == {"uniform", "warmup_cosine", "muon", "llr", "llr_muon", "uniform_muon", "uniform_upbound", "blockwise",
+                      "tempbalance", "tempbalance_block", "alphadecay"}
+    wsd = dict(max_iters=T, warmup_iters=W, schedule="wsd", decay_frac=0.5, llr_min_evals=8, llr_ratio=0.0, llr_ramp=0,
+               tb_every=10**6, ad_every=10**6)  # the HT-SR family: one fit at t = 1, then fixed multiples of λ(t)
     f = optim.schedule(optim.default_config(**wsd))
     for name in sorted(honour):  # every group at a constant multiple of λ(t)
         curve = applied_lrs(name, T, **wsd)
         for g in curve[0]:
             c = curve[W - 1][g] / f(W)
             assert [lrs[g] for lrs in curve] == pytest.approx([c * f(t) for t in range(1, T + 1)], rel=1e-12), (name, g)
-    for name in ("cosine_sgd", "sgdr", "one_cycle", "step_decay", "stlr_discriminative", "dals", "dals_acc"):
+    for name in ("cosine_sgd", "sgdr", "one_cycle", "step_decay", "stlr_discriminative", "dals", "dals_acc", "schedule_free"):
         assert applied_lrs(name, 12, max_iters=12, schedule="wsd") == applied_lrs(name, 12, max_iters=12), name
 
 
