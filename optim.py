@@ -219,7 +219,7 @@ DOMAINS = dict(
     onecycle_pct=interval(0, 1, "()"), onecycle_div=POS, onecycle_final_div=POS, rmsprop_alpha=PROB, lamb_eps=POS,
     llrd_xi=interval(0, 1, "(]"), unfreeze_every=integer(0), grokfast_ma_window=integer(1), grokfast_ma_lamb=NONNEG,
     sf_r=NONNEG, sf_weight_lr_power=NONNEG, tb_s1=POS, tb_s2=POS, tb_every=integer(0), tbb_s1=POS, tbb_s2=POS, tbb_tau=POS,
-    ad_s1=POS, ad_s2=POS, ad_every=integer(1),
+    ad_s1=POS, ad_s2=POS, ad_every=integer(1), alpha_correction=one_of("none", "shape"),
     muon_lr=NONNEG, muon_momentum=PROB, muon_ns_steps=integer(1), muon_scale=one_of("original", "match_rms_adamw"),
     llr_s1=POS, llr_s2=POS, llr_every=integer(1), llr_ramp=integer(0), llr_ratio=UNIT,
     llr_method=one_of(*spectral.METHODS), llr_xmin_pos=integer(1), llr_map=one_of(*MAPS), llr_embed=one_of(*EMBED_RULES),
@@ -908,7 +908,7 @@ class ScheduleFree(Strategy):
 # chosen `schedule` (warmup + cosine by default); base_i is learning_rate, or muon_lr for Muon's hidden
 # matrices. docs/llr.md.
 
-LAYERWISE = dict(MUON, wd_follows_lr=True)
+LAYERWISE = dict(MUON, wd_follows_lr=True, alpha_correction="none")  # "shape": spectral.shape_corrected_alpha
 EMBED_KINDS = ("embed", "head")
 HTSR_FIT = dict(method="median", metric="alpha", min_evals=50, xmin_pos=2, label="htsr")  # the HT-SR family's fit
 
@@ -1022,6 +1022,8 @@ class Layerwise(Strategy):
                     print(f"{label}: {row['name']} not refitted ({row['skipped'] or 'no finite fit'}); it keeps its previous LR")
                     self.warned.add(row["name"])
                 continue
+            if self.cfg["alpha_correction"] == "shape" and metric == "alpha":  # the aspect-ratio bias taken out
+                value = spectral.shape_corrected_alpha(value, row["N"], row["M"], method, xmin_pos)
             values[row["name"]] = value
         return values
 

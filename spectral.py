@@ -23,6 +23,7 @@ LLR code); fits in float64; eigenvalues <= 1e-5 are left out of fits unless filt
 weights are kh*kw slices of shape (out, in) whose spectra are pooled and scaled by 0.5 (weightwatcher's
 conv2d_norm). Under torch.distributed, analyze() splits the matrices across ranks and all-gathers the rows.
 """
+import functools
 import math
 import time
 import warnings
@@ -271,6 +272,25 @@ def powerlaw_fit(eigs, method="median", xmin_pos=2, filter_zeros=True, thresh=EV
 def hill_alpha(eigs, method="median", **kwargs):
     """PL_Alpha_Hill α of one spectrum (see powerlaw_fit for the options)."""
     return powerlaw_fit(eigs, method, **kwargs)["alpha"]
+
+
+@functools.lru_cache(maxsize=None)
+def random_alpha(n_rows, n_cols, method="median", xmin_pos=2, draws=3, seed=0):
+    """Mean PL_Alpha_Hill of `draws` i.i.d. Gaussian n_rows×n_cols matrices (fixed seed): the α of that shape
+    with nothing learned. It grows with the aspect ratio (the Marchenko–Pastur bulk of a tall matrix is
+    narrower), which is why fresh rectangular MLP matrices read as lighter-tailed than square attention ones.
+    Cached per shape; the baseline of the shape-corrected α (shape_corrected_alpha)."""
+    g = torch.Generator().manual_seed(seed)
+    n, m = max(n_rows, n_cols), min(n_rows, n_cols)
+    return sum(hill_alpha(esd(torch.randn(n, m, generator=g)), method, xmin_pos=xmin_pos) for _ in range(draws)) / draws
+
+
+def shape_corrected_alpha(alpha, n_rows, n_cols, method="median", xmin_pos=2):
+    """α on the scale of a square matrix: α · random_alpha(M, M) / random_alpha(N, M), M the smaller side.
+    A Gaussian matrix of any shape then reads as the square one does, so a difference in α between a square
+    and a rectangular matrix is one the weights learned, not one of their shapes (docs/htsr.md)."""
+    m = min(n_rows, n_cols)
+    return alpha * random_alpha(m, m, method, xmin_pos) / random_alpha(n_rows, n_cols, method, xmin_pos)
 
 
 def spectrum_metrics(eigs, n_rows=None, method="median", entropy_eps=1e-10, rank_eps_dtype=torch.float64, **fit_kwargs):

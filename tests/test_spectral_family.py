@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import optim
+import spectral
 from test_llr import tiny_model
 from optim import warmup_cosine
 
@@ -242,3 +243,33 @@ def test_registered_in_the_layerwise_family():
         assert optim.STRATEGIES[name].generation == "HT-SR" and optim.STRATEGIES[name].uses_schedule
         assert es.LM_FAMILY[name] == "adam"
     assert optim.STRATEGIES["tempbalance"].defaults["tb_s1"] == 0.5 and optim.STRATEGIES["alphadecay"].defaults["ad_s1"] == 0.67
+
+
+# --- the shape-corrected α (alpha_correction="shape", any layerwise strategy) ----------------------------------
+
+def test_random_alpha_grows_with_the_aspect_ratio_in_either_orientation():
+    square, tall = spectral.random_alpha(64, 64), spectral.random_alpha(256, 64)
+    assert 1.5 < square < tall and spectral.random_alpha(64, 256) == tall
+    assert spectral.shape_corrected_alpha(tall, 256, 64) == pytest.approx(square, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["llr", "tempbalance", "alphadecay"])
+def test_shape_correction_removes_the_aspect_ratio_gap_of_a_fresh_model(name):
+    raw = optim.build(name, tiny_model(), cfg()).fit()
+    fixed = optim.build(name, tiny_model(), cfg(alpha_correction="shape")).fit()
+    shapes = {n: p.shape for n, p in tiny_model().named_parameters()}
+    mlp = [n for n in raw if ".mlp." in n]
+    attn = [n for n in raw if ".attn." in n]
+    assert mlp and attn
+
+    def gap(alphas):
+        return sum(alphas[n] for n in mlp) / len(mlp) - sum(alphas[n] for n in attn) / len(attn)
+    assert gap(raw) > 0.5 and abs(gap(fixed)) < 0.25 * gap(raw)  # rectangular MLP matrices no longer read lighter-tailed
+    for n in raw:  # each value is α · α_rand(M, M) / α_rand(N, M) of its own shape
+        N, M = max(shapes[n + ".weight"]), min(shapes[n + ".weight"])
+        assert fixed[n] == pytest.approx(raw[n] * spectral.random_alpha(M, M) / spectral.random_alpha(N, M), rel=1e-12)
+
+
+def test_an_unknown_alpha_correction_is_a_config_error():
+    with pytest.raises(optim.ConfigError, match="alpha_correction"):
+        optim.build("llr", tiny_model(), cfg(alpha_correction="aspect"))
