@@ -248,7 +248,8 @@ def spectral_record(model, metrics):
 def spectral_summary(record):
     """'spectral: mean alpha 2.45 over 26 matrices' (the stdout form of a monitor record)."""
     fits = record["spectral"]
-    metric = next((m for m in ("alpha", *(m for v in fits.values() for m in v)) if any(m in v for v in fits.values())), None)
+    logged = [m for v in fits.values() for m in v]
+    metric = "alpha" if "alpha" in logged else (logged[0] if logged else None)
     vals = [v[metric] for v in fits.values() if metric in v]
     text = f"spectral: mean {metric} {sum(vals) / len(vals):.2f} over {len(vals)} matrices" if vals else "spectral: no matrix fitted"
     skipped = len(record.get("spectral_skipped") or {})
