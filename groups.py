@@ -13,6 +13,7 @@ HF_KINDS = {
     # LLaMA (and Mistral, Qwen, ...)
     "q_proj": "attn_qk", "k_proj": "attn_qk", "v_proj": "attn_vo", "o_proj": "attn_vo",
     "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp", "embed_tokens": "embed", "lm_head": "head",
+    "score": "head",  # the sequence-classification head of LLaMA, Mistral, GPT-2, ...
     # GPT-2 (transformers' Conv1D, weight (in, out)); c_attn is q|k|v fused in one matrix: attn_qk
     "c_attn": "attn_qk", "attn.c_proj": "attn_vo", "mlp.c_fc": "mlp", "mlp.c_proj": "mlp", "wte": "embed", "wpe": "embed",
     # BERT, RoBERTa

@@ -1025,6 +1025,10 @@ class Layerwise(Strategy):
             if self.cfg["alpha_correction"] == "shape" and metric == "alpha":  # the aspect-ratio bias taken out
                 value = spectral.shape_corrected_alpha(value, row["N"], row["M"], method, xmin_pos)
             values[row["name"]] = value
+        if not values and "no fit" not in self.warned:  # every matrix below min_evals: the method would do nothing
+            print(f"{label}: no matrix has {min_evals} eigenvalues or more, so none is fitted and every LR stays at its "
+                  f"previous multiplier: lower {'--llr_min_evals' if label == 'llr' else 'min_evals in optim.HTSR_FIT'} for matrices this small")
+            self.warned.add("no fit")
         return values
 
     def periodic(self, t, every, until=INF):

@@ -168,9 +168,10 @@ def run_config_file(path, namespace):
         raise ConfigError(f"{path} failed to run: {type(e).__name__}: {e}") from None
 
 
-def parse_config(argv, defaults=DEFAULTS):
-    """Config files (positional, in order; configs/default.py if none) and --key=value overrides -> config dict."""
-    files = [a for a in argv if not a.startswith("--")] or [DEFAULT_CONFIG]
+def parse_config(argv, defaults=DEFAULTS, default_files=(DEFAULT_CONFIG,), names=None):
+    """Config files (positional, in order; default_files if none) and --key=value overrides -> config dict.
+    names(cfg) -> {name: value}: read-only names the files see besides the keys (finetune.py's `model`)."""
+    files = [a for a in argv if not a.startswith("--")] or list(default_files)
     cfg = dict(defaults)
     for arg in files + [a for a in argv if a.startswith("--")]:
         if arg.startswith("--"):
@@ -181,10 +182,13 @@ def parse_config(argv, defaults=DEFAULTS):
                 raise ConfigError(f"{arg!r} has no value: write --{key}=VALUE")
             cfg[key] = coerce(key, value if eq else "true", defaults[key], from_text=True)
             continue
-        namespace = dict(cfg)
+        extra = names(cfg) if names else {}
+        namespace = {**extra, **cfg}
         run_config_file(arg, namespace)
         for key, value in namespace.items():
             if key.startswith("_") or key == "include" or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                continue
+            if key in extra and key not in defaults and value == extra[key]:
                 continue
             if key not in defaults:
                 raise unknown_key(key, defaults)
@@ -473,6 +477,7 @@ class Logger:
         parts = [f"iter {record['iter']}"]
         parts += [f"loss {record['train_loss']:.4f}"] if "train_loss" in record else []
         parts += [f"val_loss {record['val_loss']:.4f}"] if "val_loss" in record else []
+        parts += [f"val_acc {100 * record['val_acc']:.2f}% f1 {100 * record['val_f1']:.2f}%"] if "val_acc" in record else []
         parts += [f"lr {record['lr']:.2e}", f"{record['tok_per_s']:,.0f} tok/s"] if "lr" in record else []
         parts += [f"mfu {100 * record['mfu']:.1f}%"] if record.get("mfu") is not None else []
         parts += [spectral_summary(record)] if "spectral" in record else []  # the per-matrix values go to the file

@@ -29,7 +29,14 @@ KIND_ORDER = ["embed", "attn_qk", "attn_vo", "mlp", "head", "norm"]
 
 
 def kind_of(name):
-    return "norm" if name.startswith("rest") else groups.matrix_kind(name)
+    """The kind of a logged group name; a name groups.py places by its generic rule (it sees the model, this only
+    the name): in a layer mlp, else head."""
+    if name.startswith("rest"):
+        return "norm"
+    try:
+        return groups.matrix_kind(name)
+    except ValueError:
+        return "mlp" if groups.layer_index(name) is not None else "head"
 
 
 def monitor_alpha(records):
@@ -176,6 +183,15 @@ def main(argv=None):
     ax.set(xlabel="iteration", ylabel="loss (nats/token)", title=os.path.basename(os.path.normpath(a.run_dir)))
     ax.legend()
     written.append(save(fig, out, "loss.png"))
+
+    scored = [r for r in records if "val_acc" in r]  # finetune.py's classification runs
+    if scored:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([r["iter"] for r in scored], [100 * r["val_acc"] for r in scored], "o-", label="accuracy")
+        ax.plot([r["iter"] for r in scored], [100 * r["val_f1"] for r in scored], "s--", label="macro-F1")
+        ax.set(xlabel="iteration", ylabel="% on the validation rows", title="validation accuracy and macro-F1")
+        ax.legend()
+        written.append(save(fig, out, "accuracy.png"))
 
     lr_kind = [r for r in records if "lr_kind" in r]
     if lr_kind:

@@ -1,23 +1,27 @@
 """
-Every learning-rate strategy of optim.py in three regimes, several seeds each, at a fixed budget:
+Every learning-rate strategy of optim.py in five regimes, several seeds each, at a fixed budget:
 
   a  synthetic classification (docs/strategies.md): the paper's task, its per-strategy LRs
   b  LM pretraining from scratch: llama_nano on Shakespeare bytes (data/shakespeare)
   c  LM transfer: llama_nano pretrained on Shakespeare (AdamW, warmup + cosine, one run per seed,
      shared by all strategies) fine-tuned on Python standard-library source, evaluated on held-out
      Python source (data/pystdlib)
+  d  fine-tuning a pretrained Hugging Face model with finetune.py (--finetune: DistilBERT on TREC-6 by default)
+  e  the same task and architecture from a random init (the papers' from-scratch regime); needs the hub, or a
+     local model directory and jsonl files in --finetune
 
 Both corpora are byte-level datasets of data/, prepared on first use; batches come from
 data/loader.TokenData, so they are a pure function of (seed, split, iteration).
 
 Per strategy and regime: mean ± std over seeds of the final metric (test accuracy for a, validation
-loss for b and c) and of the steps needed to reach a target (accuracy ≥ target, or loss ≤ target;
+loss for b and c, validation accuracy for d and e) and of the steps needed to reach a target (accuracy ≥ target, or loss ≤ target;
 '–' when some seed never got there). Writes <out>/strategies.json and <out>/strategies.md.
 
 python eval/strategies.py                                    # regime a, all strategies, 3 seeds (≈10 min, 2 cores)
 python eval/strategies.py --regimes b,c --steps 300          # the LM regimes
 python eval/strategies.py --regimes a --strategies dals,sgdr --seeds 0,1,2,3,4 --epochs 80 --report best --faithful
 python eval/strategies.py --regimes a --synthetic text
+python eval/strategies.py --regimes d,e --strategies uniform,stlr_discriminative,radam,llr --finetune "configs/finetune_trec6.py"
 
 Canonical rules by default; --faithful turns on the reference quirks (docs/strategies.md) and
 --report best reports the best evaluation instead of the last one, as the paper's table does.
@@ -262,10 +266,44 @@ def run_transfer(name, seed, args):
     return train_lm(model, name, corpus("pystdlib"), steps, seed + 1, args.eval_every_lm, lm_hparams(name))
 
 
+# ----------------------------------------------------------------------------------------------
+# Regimes d and e: fine-tuning a Hugging Face model (finetune.py) from its pretrained weights (d) and from a
+# random init of the same architecture (e), on the task of --finetune (TREC-6 with DistilBERT by default).
+# Each strategy runs at its regime-a LR (PAPER_HPARAMS) times --ft_lr_scale, with its regime-a weight decay.
+
+
+def run_finetune(name, seed, args, from_scratch=False):
+    """finetune.py in its own process (it imports train.py, which imports eval/), its run kept under <out>/runs."""
+    import shlex
+    import shutil
+    import subprocess
+    out_dir = os.path.join(args.out, "runs", "e" if from_scratch else "d", name, f"seed{seed}")
+    shutil.rmtree(out_dir, ignore_errors=True)  # this benchmark's own output: a rerun starts it again
+    hp = dict(PAPER_HPARAMS[name], learning_rate=PAPER_HPARAMS[name]["learning_rate"] * args.ft_lr_scale)
+    cmd = [sys.executable, "finetune.py", *shlex.split(args.finetune), f"--strategy={name}", f"--seed={1337 + seed}",
+           f"--from_scratch={from_scratch}", f"--faithful={args.faithful}", "--write_checkpoints=False", "--log_interval=1000000",
+           f"--out_dir={out_dir}", *(f"--{k}={v}" for k, v in hp.items())]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        lines = [l for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+        raise RuntimeError(f"regime {'e' if from_scratch else 'd'}, {name}, seed {seed}: finetune.py failed: "
+                           f"{lines[-1] if lines else proc.returncode} (its log: {out_dir})")
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        evals = {r["iter"]: 100 * r["val_acc"] for r in map(json.loads, f) if "val_acc" in r}
+    return sorted(evals.items())
+
+
+def run_from_scratch(name, seed, args):
+    return run_finetune(name, seed, args, from_scratch=True)
+
+
 REGIMES = {
     "a": dict(title="synthetic classification", metric="test acc %", higher=True, run=run_synthetic),
     "b": dict(title="LM pretraining (Shakespeare bytes)", metric="val loss", higher=False, run=run_pretrain),
     "c": dict(title="LM transfer (Shakespeare → Python stdlib)", metric="val loss", higher=False, run=run_transfer),
+    "d": dict(title="fine-tuning a pretrained model (finetune.py, --finetune)", metric="val acc %", higher=True, run=run_finetune),
+    "e": dict(title="the same task and architecture from scratch", metric="val acc %", higher=True, run=run_from_scratch),
 }
 
 
@@ -305,7 +343,7 @@ def markdown(results, args):
             if s is None:
                 row += ["", ""]
                 continue
-            row += [fmt(s, 2 if r == "a" else 3), "–" if s["steps_mean"] is None else f"{s['steps_mean']:.0f}"]
+            row += [fmt(s, 2 if REGIMES[r]["higher"] else 3), "–" if s["steps_mean"] is None else f"{s['steps_mean']:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -320,7 +358,7 @@ def work(job):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--regimes", default="a", help="comma-separated subset of a,b,c")
+    p.add_argument("--regimes", default="a", help="comma-separated subset of a,b,c,d,e")
     p.add_argument("--strategies", default="all", help="comma-separated names of optim.STRATEGIES, 'all' (optim.CATALOGUE: uniform, the 18, extras, muon) or 'paper' (the 18)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=6, help="regime a budget (the paper ran 80; 6 keeps all strategies × 3 seeds under 10 min on 2 cores)")
@@ -330,14 +368,17 @@ def main(argv=None):
     p.add_argument("--faithful", action="store_true", help="reference quirks on (docs/strategies.md)")
     p.add_argument("--eval_every", type=int, default=40, help="regime a: evaluate every this many steps")
     p.add_argument("--eval_every_lm", type=int, default=25)
-    p.add_argument("--targets", default="a=90,b=2.6,c=2.4", help="accuracy (a) or loss (b, c) to count steps to")
+    p.add_argument("--targets", default="a=90,b=2.6,c=2.4,d=90,e=90", help="accuracy (a, d, e) or loss (b, c) to count steps to")
+    p.add_argument("--finetune", default="configs/finetune_trec6.py",
+                   help="regimes d and e: finetune.py's config files and --key=value, e.g. 'configs/finetune_rte.py --epochs=2'")
+    p.add_argument("--ft_lr_scale", type=float, default=0.1, help="regimes d and e: each strategy's LR is its regime-a LR times this")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=os.path.join("out", "strategies"))
     args = p.parse_args(argv)
     args.regimes = [r for r in args.regimes.split(",") if r]
     if set(args.regimes) - set(REGIMES):
-        raise SystemExit(f"--regimes takes a subset of a,b,c, got {','.join(args.regimes)}")
+        raise SystemExit(f"--regimes takes a subset of {','.join(REGIMES)}, got {','.join(args.regimes)}")
     if args.strategies == "all":
         args.strategies = list(optim.CATALOGUE)
     elif args.strategies == "paper":
@@ -348,8 +389,11 @@ def main(argv=None):
         if bad:
             raise SystemExit(f"unknown strategies {bad}; available: {', '.join(optim.STRATEGIES)}")
     missing = [n for n in args.strategies if n not in PAPER_HPARAMS]
-    if missing and "a" in args.regimes:
-        raise SystemExit(f"no regime-a hyperparameters for {missing}: add them to PAPER_HPARAMS")
+    if missing and set(args.regimes) & {"a", "d", "e"}:
+        raise SystemExit(f"no regime-a hyperparameters (regimes a, d, e use them) for {missing}: add them to PAPER_HPARAMS")
+    bad = [r for r in args.regimes if r not in args.targets]
+    if bad:
+        raise SystemExit(f"--targets has no value for regime {', '.join(bad)}: add e.g. {bad[0]}=90")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.targets = {k: float(v) for k, v in (kv.split("=") for kv in args.targets.split(","))}
     if args.faithful:

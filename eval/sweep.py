@@ -7,6 +7,7 @@ against a baseline, steps to a target loss, and plots.
     python eval/sweep.py --strategies uniform,llr --lrs 3e-4:3e-2:7 --seeds 3
     python eval/sweep.py --strategies uniform,llr:llr_s1=0.5,llr_s2=2,blockwise:lrs=1e-5:1e-3:5 --lrs 1e-4,1e-3,1e-2
     python eval/sweep.py --strategies uniform_muon,llr_muon --baseline uniform_muon --seeds 3 -- configs/llama_60m.py --max_iters=1000
+    python eval/sweep.py --script finetune.py --strategies uniform,llr,stlr_discriminative --lrs 1e-5:1e-4:4 -- configs/finetune_trec6.py
     python eval/sweep.py ... --plan            # check every run's arguments and print what would run, resume or be kept
 
 Grid:
@@ -18,6 +19,8 @@ Grid:
                 overrides a method file that derives one (configs/blockwise.py divides by 10).
   --seeds N     seeds 0..N-1, run with --seed=1337+k.
   after `--`    config files and --key=value for every train.py run (before the sweep's own keys).
+--script finetune.py runs finetune.py instead (one process per run; the verdict is on its val_loss, the accuracy and
+  macro-F1 of every eval are in each run's metrics.jsonl).
 Placement: with CUDA GPUs (--gpus auto: CUDA_VISIBLE_DEVICES, else nvidia-smi), one run per GPU, each
   with its own CUDA_VISIBLE_DEVICES; --nproc_per_node K runs each under torchrun on K GPUs (or K CPU
   processes). Without GPUs, --jobs runs at a time with --threads threads each.
@@ -165,10 +168,10 @@ def build_runs(specs, n_seeds, passthrough, out):
 # ----------------------------------------------------------------------------------------------
 # checking the arguments with train.py --dry_run
 
-def dry_run(args):
-    """(resolved config, None) or (None, train.py's error)."""
+def dry_run(args, script="train.py"):
+    """(resolved config, None) or (None, the script's error)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "train.py", *args, "--dry_run"], cwd=ROOT, capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, script, *args, "--dry_run"], cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = [l for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
         errors = [l for l in lines if "error" in l.lower()]
@@ -182,17 +185,20 @@ def dry_run(args):
         return None, "could not read the resolved config printed by train.py --dry_run"
 
 
-def validate(specs, runs, jobs, nproc):
+def validate(specs, runs, jobs, nproc, script="train.py"):
     """One dry run per distinct (strategy, overrides); every error at once, before any run starts."""
     firsts = {}
     for r in runs:
         firsts.setdefault(r["label"], r)
     with ThreadPoolExecutor(max(1, min(jobs, len(firsts)))) as pool:
-        results = dict(zip(firsts, pool.map(lambda r: dry_run(r["args"]), firsts.values())))
+        results = dict(zip(firsts, pool.map(lambda r: dry_run(r["args"], script), firsts.values())))
     errors, resolved = [], {}
     for label, (cfg, err) in results.items():
         if err:
             errors.append(f"{label}: {err}")
+            continue
+        if "dataset" not in cfg:  # finetune.py: its data was loaded by the dry run
+            resolved[label] = cfg
             continue
         if cfg["grad_accum"] % nproc:
             errors.append(f"{label}: grad_accum={cfg['grad_accum']} does not divide by --nproc_per_node={nproc}")
@@ -207,7 +213,8 @@ def validate(specs, runs, jobs, nproc):
         raise SweepError("the grid has bad arguments; nothing was run:\n  " + "\n  ".join(errors))
     for r in runs:
         cfg = resolved[r["label"]]
-        r.update(max_iters=cfg["max_iters"], tokens_per_iter=cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"])
+        r.update(max_iters=cfg["max_iters"], tokens_per_iter=cfg["batch_size"] * cfg["block_size"] * cfg["grad_accum"]
+                 if "block_size" in cfg else None)  # finetune.py's batches vary in length
         if r["lr"] is None:
             r["lr"] = cfg["learning_rate"]
     return resolved
@@ -346,8 +353,8 @@ def slots_of(gpus, nproc, jobs, threads):
 
 
 class Launcher:
-    def __init__(self, slots, nproc):
-        self.slots, self.nproc, self.free, self.live = slots, nproc, queue.Queue(), set()
+    def __init__(self, slots, nproc, script="train.py"):
+        self.slots, self.nproc, self.script, self.free, self.live = slots, nproc, script, queue.Queue(), set()
         for s in slots:
             self.free.put(s)
         self.lock, self.done, self.total = threading.Lock(), 0, 0
@@ -356,7 +363,7 @@ class Launcher:
         args = run["args"] + (["--init_from=resume"] if run["action"] == "resume" else [])
         head = [sys.executable] if self.nproc == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}"]
-        return head + ["train.py"] + args
+        return head + [self.script] + args
 
     def __call__(self, run):
         slot = self.free.get()
@@ -420,6 +427,8 @@ class Launcher:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--strategies", default="uniform,llr")
+    p.add_argument("--script", default="train.py", choices=("train.py", "finetune.py"),
+                   help="what each run runs: pretraining (train.py) or fine-tuning a Hugging Face model (finetune.py)")
     p.add_argument("--lrs", default="", help="lo:hi:n (log-spaced, inclusive) or a comma list; default: the config's")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (train.py --seed=1337+k)")
     p.add_argument("--baseline", default=None, help="the strategy the others are tested against (default: uniform if swept, "
@@ -442,6 +451,8 @@ def parse_args(argv):
     split = argv.index("--") if "--" in argv else len(argv)
     a = p.parse_args(argv[:split])
     a.passthrough = argv[split + 1:]
+    if a.script == "finetune.py" and a.nproc_per_node > 1:
+        raise SweepError("finetune.py runs in one process: drop --nproc_per_node")
     for key in ("seeds", "fit_window", "nproc_per_node"):
         if getattr(a, key) < 1:
             raise SweepError(f"--{key} must be >= 1")
@@ -475,7 +486,7 @@ def main(argv=None):
     command = shlex.join(["python", "eval/sweep.py"] + argv)
 
     print(f"checking {len(specs)} strateg{'ies' if len(specs) > 1 else 'y'} with train.py --dry_run ...", flush=True)
-    validate(specs, runs, len(slots), a.nproc_per_node)
+    validate(specs, runs, len(slots), a.nproc_per_node, a.script)
     plan(runs, a.retry_diverged)
     todo = [r for r in runs if r["action"] != "keep"] if not a.report_only else []
     where = f"GPUs {', '.join(s['gpus'] for s in slots)}" if gpus else f"CPU, {len(slots)} at a time"
@@ -491,7 +502,7 @@ def main(argv=None):
     for r in runs:
         if r not in todo:
             r.setdefault("rc", None)
-    launcher = Launcher(slots, a.nproc_per_node)
+    launcher = Launcher(slots, a.nproc_per_node, a.script)
     launcher.total = len(todo)
     pool = ThreadPoolExecutor(len(slots))
     try:

@@ -1,0 +1,311 @@
+"""finetune.py: the task loaders' field mapping and label sets, metrics against scikit-learn, short fine-tunes of tiny
+Hugging Face models built here (no downloads) that lower the loss with every strategy family, LLR's fits on them,
+exact resume, the sweep and the cross-regime benchmark on local files, and bad input."""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+datasets = pytest.importorskip("datasets")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import finetune  # noqa: E402
+import optim  # noqa: E402
+import train  # noqa: E402
+
+TINY = dict(  # 32 wide, 2 layers, vocab 260 (nanoLR's byte tokenizer has 256 ids)
+    distilbert=lambda: transformers.DistilBertConfig(vocab_size=260, dim=32, hidden_dim=64, n_layers=2, n_heads=2,
+                                                     max_position_embeddings=96),
+    roberta=lambda: transformers.RobertaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                               num_attention_heads=2, max_position_embeddings=100),
+    llama=lambda: transformers.LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=96),
+)
+
+
+def rows(n, seed):
+    """A task a 2-layer model learns in a few dozen updates: the first word says the label."""
+    rng, words = random.Random(seed), "the a movie plot actor scene story was very quite".split()
+    out = []
+    for _ in range(n):
+        y = rng.randint(0, 2)
+        out.append(dict(text=["good", "bad", "odd"][y] + " " + " ".join(rng.choice(words) for _ in range(5)),
+                        label=["pos", "neg", "mixed"][y]))
+    return out
+
+
+def write_jsonl(path, items):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in items)
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    """Tiny model directories (config and random weights, seeded) and train/val jsonl files."""
+    d = tmp_path_factory.mktemp("finetune")
+    for name, make in TINY.items():
+        torch.manual_seed(0)
+        cfg = make()
+        cfg.num_labels = 3
+        cfg.pad_token_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+        transformers.AutoModelForSequenceClassification.from_config(cfg).save_pretrained(d / name)
+    write_jsonl(d / "train.jsonl", rows(96, 0))
+    write_jsonl(d / "val.jsonl", rows(48, 1))
+    return d
+
+
+def config(fixtures, model="distilbert", **overrides):
+    cfg = dict(finetune.DEFAULTS, hf_model=str(fixtures / model), tokenizer="byte", task="jsonl",
+               train_file=str(fixtures / "train.jsonl"), val_file=str(fixtures / "val.jsonl"), max_length=32, batch_size=16,
+               epochs=2, learning_rate=3e-3, write_checkpoints=False, log_interval=10 ** 6, from_scratch=False,
+               out_dir=tempfile.mkdtemp(prefix="finetune_run"))
+    cfg.update(overrides)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# data: the hub tasks' fields and labels, jsonl
+
+HUB_ROWS = {  # one split of each task in its hub schema
+    "rte": dict(sentence1=["A man sleeps.", "It rains.", "Test row."], sentence2=["A man rests.", "It is dry.", "?"],
+                label=[0, 1, -1], idx=[0, 1, 2]),
+    "trec6": dict(text=["How far is Yemen ?", "Who wrote Hamlet ?"], coarse_label=[4, 3], fine_label=[0, 1]),
+    "imdb": dict(text=["Great film.", "Dull."], label=[1, 0]),
+    "boolq": dict(question=["is water wet"], passage=["Water is a liquid."], answer=[True]),
+}
+
+
+@pytest.mark.parametrize("task", list(HUB_ROWS))
+def test_hub_tasks_map_their_fields_and_drop_unlabelled_rows(task, monkeypatch):
+    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: datasets.Dataset.from_dict(HUB_ROWS[task]))
+    got = finetune.hub_rows(task, "train")
+    t, src = finetune.TASKS[task], HUB_ROWS[task]
+    keep = [i for i, y in enumerate(src[t["label"]]) if int(y) >= 0]
+    assert [r["text"] for r in got] == [src[t["text"]][i] for i in keep]
+    assert [r["pair"] for r in got] == ([src[t["pair"]][i] for i in keep] if t["pair"] else [None] * len(keep))
+    assert [r["label"] for r in got] == [int(src[t["label"]][i]) for i in keep]
+
+
+def test_hub_label_sets_are_the_datasets_own():
+    assert finetune.TASKS["trec6"]["labels"] == ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")  # TREC coarse ids 0-5
+    assert finetune.TASKS["rte"]["labels"] == ("entailment", "not_entailment")
+    assert finetune.TASKS["imdb"]["labels"] == ("neg", "pos")
+
+
+def test_a_changed_hub_schema_names_the_missing_field(monkeypatch):
+    monkeypatch.setattr(finetune, "load_hub", lambda *a: datasets.Dataset.from_dict(dict(text=["x"], label=[0])))
+    with pytest.raises(SystemExit, match="no field coarse_label"):
+        finetune.hub_rows("trec6", "train")
+
+
+def test_jsonl_string_labels_get_sorted_ids_and_the_subset_is_seed_independent(fixtures):
+    c = finetune.types.SimpleNamespace(**config(fixtures, train_limit=40))
+    tr, va, labels = finetune.load_rows(c)
+    assert labels == ("mixed", "neg", "pos") and len(tr) == 40 and len(va) == 48
+    first = {"good": 2, "bad": 1, "odd": 0}
+    assert all(r["label"] == first[r["text"].split()[0]] for r in tr + va)
+    c2 = finetune.types.SimpleNamespace(**config(fixtures, train_limit=40, seed=7))
+    assert finetune.load_rows(c2)[0] == tr
+
+
+def test_jsonl_bad_input(tmp_path, fixtures):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\nnot json\n')
+    with pytest.raises(SystemExit, match=r"bad.jsonl:2 is not a JSON object"):
+        finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(bad))))
+    write_jsonl(tmp_path / "val.jsonl", [dict(text="a", label="unseen")])
+    with pytest.raises(SystemExit, match="label 'unseen' is not among the training labels mixed, neg, pos"):
+        finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, val_file=str(tmp_path / "val.jsonl"))))
+    write_jsonl(tmp_path / "nolabel.jsonl", [dict(text="a")])
+    with pytest.raises(SystemExit, match="needs a string 'text' and a label"):
+        finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(tmp_path / "nolabel.jsonl"))))
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
+    a = finetune.epoch_order(50, 1337, 0)
+    assert sorted(a) == list(range(50)) and a == finetune.epoch_order(50, 1337, 0)
+    assert a != finetune.epoch_order(50, 1337, 1) and a != finetune.epoch_order(50, 1338, 0)
+
+
+def test_macro_f1_and_accuracy_equal_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = random.Random(0)
+    for _ in range(20):
+        gold = [rng.randrange(4) for _ in range(30)]
+        pred = [rng.randrange(5) for _ in range(30)]  # a class gold never has, and maybe one pred never has
+        assert finetune.macro_f1(pred, gold) == pytest.approx(metrics.f1_score(gold, pred, average="macro"), abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+FAMILIES = [  # (strategy, model, its keys): one short fine-tune per family of optim.py
+    ("uniform", "distilbert", {}),
+    ("fixed_sgd", "llama", dict(learning_rate=0.3)),
+    ("stlr_discriminative", "roberta", dict(learning_rate=0.5)),
+    ("dals", "distilbert", dict(learning_rate=0.3)),
+    ("llr", "llama", dict(llr_min_evals=2, llr_every=8, llr_ramp=0)),
+    ("tempbalance", "roberta", {}),
+    ("muon", "llama", dict(learning_rate=1e-2)),
+    ("schedule_free", "distilbert", {}),
+]
+
+
+@pytest.mark.parametrize("name,model,keys", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_a_short_fine_tune_lowers_the_validation_loss(name, model, keys, fixtures):
+    torch.set_num_threads(1)
+    history = finetune.finetune(config(fixtures, model, strategy=name, epochs=3, **keys))
+    assert [r["iter"] for r in history] == [0, 6, 12, 18]  # at 0 and every epoch's end (96 rows / 16)
+    assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.1, [r["val_loss"] for r in history]
+    assert set(history[-1]) == {"iter", "epoch", "val_loss", "val_acc", "val_f1"} and 0.0 <= history[-1]["val_f1"] <= 1.0
+
+
+def test_llr_fits_one_alpha_per_matrix_of_the_hf_model(fixtures):
+    run = finetune.prepare(config(fixtures, "llama", strategy="llr", llr_min_evals=2, llr_ramp=0, epochs=1))
+    ids, mask, labels = finetune.collate(run.train_set[:8], run.pad_id, "cpu")
+
+    def forward_backward():
+        loss, _ = finetune.batch_loss(run.model, run.c, ids, mask, labels)
+        loss.backward()
+        return loss.detach()
+    optim.update(run.strategy, 0, forward_backward)  # t = 1: the first refit
+    layers = {n for n, m in run.model.named_modules() if ".layers." in n and isinstance(m, torch.nn.Linear)}
+    assert len(layers) == 14 and layers <= set(run.strategy.alphas)
+    assert "model.embed_tokens" in run.strategy.alphas
+    assert all(1.0 < a < 10.0 for a in run.strategy.alphas.values())
+    assert len({round(p, 9) for n, p in run.strategy.peaks.items() if n in layers}) > 1  # one LR per matrix
+
+
+def test_pretrained_weights_are_loaded_and_from_scratch_reinitialises(fixtures):
+    saved = transformers.AutoModelForSequenceClassification.from_pretrained(fixtures / "roberta").state_dict()
+    pre = finetune.prepare(config(fixtures, "roberta", seed=5)).model.state_dict()
+    fresh = finetune.prepare(config(fixtures, "roberta", seed=5, from_scratch=True)).model.state_dict()
+    body = [k for k in saved if k.startswith("roberta.")]
+    assert all(torch.equal(pre[k], saved[k]) for k in body)
+    assert not all(torch.equal(fresh[k], saved[k]) for k in body if k.endswith("weight") and "LayerNorm" not in k)
+
+
+def test_lm_head_fine_tunes_a_causal_lm_on_text(fixtures):
+    history = finetune.finetune(config(fixtures, "llama", head="lm", epochs=2, learning_rate=1e-2))
+    assert "val_acc" not in history[-1] and history[-1]["val_loss"] < 0.8 * history[0]["val_loss"]
+
+
+def test_resume_continues_exactly_and_writes_the_model(fixtures, tmp_path, monkeypatch):
+    """A run stopped after epoch 1 and resumed gives the logs and weights of the run never stopped (dropout on)."""
+    keys = dict(model="distilbert", epochs=2, write_checkpoints=True, log_interval=1)
+    whole = config(fixtures, out_dir=str(tmp_path / "whole"), **keys)
+    finetune.finetune(whole)
+    part = config(fixtures, out_dir=str(tmp_path / "part"), **keys)
+    real_update = optim.update
+
+    def stop_after_epoch_1(strategy, it, *a, **k):
+        if it == 7:
+            raise KeyboardInterrupt
+        return real_update(strategy, it, *a, **k)
+    monkeypatch.setattr(finetune.optim, "update", stop_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(part)
+    monkeypatch.setattr(finetune.optim, "update", real_update)
+    finetune.finetune(dict(part, init_from="resume"))
+    read = lambda d: [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "tok_per_s"} for r in recs]
+    assert strip(read(tmp_path / "part")) == strip(read(tmp_path / "whole"))
+    a = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "whole" / "hf").state_dict()
+    b = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "part" / "hf").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match=r"learning_rate \(checkpoint 0.003, config 0.001\)"):
+        finetune.finetune(dict(part, init_from="resume", learning_rate=1e-3))
+    with pytest.raises(SystemExit, match="already holds a run"):
+        finetune.finetune(part)
+    pytest.importorskip("matplotlib")
+    from eval import plots
+    plots.main([str(tmp_path / "whole"), "--out", str(tmp_path / "png")])
+    assert (tmp_path / "png" / "accuracy.png").stat().st_size > 0 and (tmp_path / "png" / "loss.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: one message, before anything runs
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(task="sst9"), "task 'sst9' is unknown; choose one of rte, trec6, imdb, boolq, or 'jsonl'"),
+    (dict(train_file=""), "task='jsonl' reads --train_file and --val_file"),
+    (dict(task="trec6", head="lm"), "head='lm' fine-tunes on local text"),
+    (dict(parametrization="mup"), "a Hugging Face model is trained as it is: set --parametrization=sp"),
+    (dict(hf_model="/nonexistent/model"), "'/nonexistent/model' is neither a model directory nor a model on the hub"),
+    (dict(tokenizer="gpt2"), "the tokenizer has 50257 ids but .* has vocab_size=260"),
+    (dict(strategy="nope"), "unknown strategy 'nope'"),
+    (dict(train_file="/nonexistent.jsonl"), "'/nonexistent.jsonl' does not exist"),
+])
+def test_bad_input_is_one_config_error(overrides, message, fixtures):
+    with pytest.raises(SystemExit, match=message):
+        finetune.finetune(config(fixtures, **overrides))
+
+
+def test_pretrained_weights_missing_suggests_from_scratch(tmp_path, fixtures):
+    TINY["llama"]().save_pretrained(tmp_path)  # config only
+    with pytest.raises(SystemExit, match="add --from_scratch"):
+        finetune.finetune(config(fixtures, hf_model=str(tmp_path)))
+
+
+def test_method_files_compose_and_see_model(fixtures):
+    argv = [os.path.join(ROOT, "configs", "llr.py"), f"--hf_model={fixtures / 'llama'}"]
+    cfg = train.parse_config(argv, finetune.DEFAULTS, default_files=(), names=finetune.config_names)
+    assert cfg["strategy"] == "llr" and cfg["out_dir"] == "out/distilbert-base-uncased_llr" and "model" not in cfg
+    with pytest.raises(SystemExit, match="unknown config key 'block_size'"):
+        train.parse_config(["--block_size=64"], finetune.DEFAULTS, default_files=(), names=finetune.config_names)
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep and the cross-regime benchmark run it
+
+def test_sweep_runs_finetune(fixtures, tmp_path):
+    args = [f"--hf_model={fixtures / 'distilbert'}", "--tokenizer=byte", "--task=jsonl", f"--train_file={fixtures / 'train.jsonl'}",
+            f"--val_file={fixtures / 'val.jsonl'}", "--max_length=32", "--epochs=1"]
+    proc = subprocess.run([sys.executable, "eval/sweep.py", "--script", "finetune.py", "--strategies", "uniform", "--lrs", "3e-3",
+                           "--seeds", "1", "--jobs", "1", "--threads", "1", "--no_plots", "--out", str(tmp_path / "sw"), "--", *args],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = json.load(open(tmp_path / "sw" / "results.json"))["runs"]
+    assert len(runs) == 1 and runs[0]["status"] == "finished" and runs[0]["max_iters"] == 6
+    logged = [json.loads(l) for l in open(tmp_path / "sw" / "uniform_lr0.003" / "seed0" / "metrics.jsonl")]
+    assert logged[-1]["iter"] == 6 and "val_acc" in logged[-1]
+
+
+def test_strategies_regimes_d_and_e_on_local_files(fixtures, tmp_path):
+    from eval import strategies
+    ft = (f"--hf_model={fixtures / 'distilbert'} --tokenizer=byte --task=jsonl --train_file={fixtures / 'train.jsonl'} "
+          f"--val_file={fixtures / 'val.jsonl'} --max_length=32 --epochs=2")
+    strategies.main(["--regimes", "d,e", "--strategies", "uniform", "--seeds", "0", "--jobs", "2", "--ft_lr_scale", "10",
+                     "--finetune", ft, "--out", str(tmp_path)])
+    out = json.load(open(tmp_path / "strategies.json"))
+    assert set(out["results"]) == {"d", "e"} and set(out["results"]["d"]) == {"uniform"}
+    for regime, scratch in (("d", False), ("e", True)):
+        curve = out["curves"][regime]["uniform"]["0"]
+        logged = [json.loads(l) for l in open(tmp_path / "runs" / regime / "uniform" / "seed0" / "metrics.jsonl")]
+        assert curve == [[r["iter"], 100 * r["val_acc"]] for r in logged if "val_acc" in r] and [i for i, _ in curve] == [0, 6, 12]
+        cfg = json.load(open(tmp_path / "runs" / regime / "uniform" / "seed0" / "config.json"))
+        assert cfg["from_scratch"] is scratch and cfg["learning_rate"] == pytest.approx(3e-3)  # regime a's 3e-4 x 10
+    assert "| uniform |" in open(tmp_path / "strategies.md").read()
+
+
+# ----------------------------------------------------------------------------------------------
+# where the hub or a GPU is needed
+
+@pytest.mark.skipif(os.environ.get("NANOLR_HUB") != "1", reason="reads the Hugging Face hub: set NANOLR_HUB=1")
+def test_hub_trec6_has_its_published_size():
+    train_rows, test_rows = finetune.hub_rows("trec6", "train"), finetune.hub_rows("trec6", "test")
+    assert (len(train_rows), len(test_rows)) == (5452, 500)
+    assert {r["label"] for r in train_rows} == set(range(6))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_fine_tune(fixtures):
+    history = finetune.finetune(config(fixtures, device="cuda", dtype="bfloat16", epochs=3))
+    assert history[-1]["val_loss"] < 0.8 * history[0]["val_loss"]
