@@ -20,6 +20,7 @@ last refit record there; ckpt.pt is not read), and the HT-SR monitor's (train.py
 import argparse
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -233,7 +234,10 @@ def main(argv=None):
     else:
         print("no refit records in metrics.jsonl (not an LLR run): no peak_lrs.png or alpha_by_kind.png")
 
-    run_name = lambda d: os.path.basename(os.path.normpath(d))
+    def run_name(d):
+        """The run directory's name; a sweep's seed<k> directory with its parent's (uniform_lr0.003/seed0)."""
+        parts = os.path.normpath(d).split(os.sep)
+        return "/".join(parts[-2:]) if re.fullmatch(r"seed\d+", parts[-1]) and len(parts) > 1 else parts[-1]
     if monitored:
         fig, ax = plt.subplots(figsize=(7, 4))
         draw_monitor(ax, monitored)
