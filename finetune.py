@@ -1,12 +1,14 @@
 """
 Fine-tune a Hugging Face transformers model with any learning-rate strategy of optim.py: sequence
-classification (GLUE RTE, TREC-6, IMDb, BoolQ, or local jsonl files), or causal-LM fine-tuning on local text.
+classification (GLUE RTE, TREC-6, IMDb, BoolQ, or local jsonl files), multiple choice (the commonsense tasks of
+eval/zeroshot.py, one by one or all together), or causal-LM fine-tuning on local text.
 
     python finetune.py configs/finetune_trec6.py                        # distilbert-base-uncased on TREC-6, 3 epochs
     python finetune.py configs/finetune_trec6.py configs/llr.py         # the same with LLR (any method file of configs/)
     python finetune.py configs/finetune_trec6.py --from_scratch         # the same architecture, re-initialised
     python finetune.py --hf_model=roberta-base --task=rte --strategy=stlr_discriminative --learning_rate=5e-3
     python finetune.py --hf_model=DIR --task=jsonl --train_file=train.jsonl --val_file=val.jsonl
+    python finetune.py configs/finetune_roberta_commonsense.py          # roberta-base, multiple choice, 7 tasks together
     python finetune.py configs/finetune_trec6.py --init_from=resume     # continue from out_dir/ckpt.pt
     python finetune.py configs/finetune_trec6.py --dry_run              # load the data, print the resolved config, exit
 
@@ -48,10 +50,11 @@ dry_run = False
 # model
 hf_model = "distilbert-base-uncased"  # a hub name or a local directory (config.json, and weights unless from_scratch)
 from_scratch = False          # True: the same architecture, randomly initialised (the papers' from-scratch regime)
-head = "classify"             # 'classify' (AutoModelForSequenceClassification) or 'lm' (AutoModelForCausalLM on the texts)
+head = "classify"             # 'classify' (AutoModelForSequenceClassification), 'choice' (AutoModelForMultipleChoice, the
+                              # tasks of CHOICE_TASKS) or 'lm' (AutoModelForCausalLM on the texts of jsonl files)
 tokenizer = "auto"            # 'auto': the model's own (AutoTokenizer); 'byte' or 'gpt2': nanoLR's tokenizers
 # data
-task = "trec6"                # a name of TASKS (the hub), or 'jsonl' (train_file and val_file)
+task = "trec6"                # classify: a name of TASKS or 'jsonl' (train_file, val_file); choice: one of CHOICE_TASKS
 train_file = ""               # jsonl: {"text": ..., "label": ...} per line ("text_pair" optional; head='lm': text only)
 val_file = ""
 max_length = 128              # tokens per example, truncated
@@ -89,6 +92,13 @@ TASKS = {
 }
 
 
+# Multiple-choice tasks: eval/zeroshot.py's (hub ids, fields and prompts as lm-eval's), trained on their train split
+# and scored on the split zero-shot evaluation uses; 'commonsense' is the LLR paper's seven together.
+COMMONSENSE = ("openbookqa", "winogrande", "arc_challenge", "arc_easy", "hellaswag", "social_iqa", "piqa")
+CHOICE_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "openbookqa", "social_iqa", "winogrande", "boolq",
+                "commonsense")
+
+
 def config_names(cfg):
     """Read-only names that config files see besides the keys: `model`, for the out_dir of configs/ method files."""
     return dict(model=os.path.basename(os.path.normpath(cfg["hf_model"])) or "model")
@@ -97,9 +107,13 @@ def config_names(cfg):
 def check_config(c):
     if c.init_from not in ("scratch", "resume"):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got {c.init_from!r}")
-    if c.head not in ("classify", "lm"):
-        raise ConfigError(f"head must be 'classify' or 'lm', got {c.head!r}")
-    if c.task != "jsonl" and c.task not in TASKS:
+    if c.head not in ("classify", "choice", "lm"):
+        raise ConfigError(f"head must be 'classify', 'choice' or 'lm', got {c.head!r}")
+    if c.head == "choice" and c.task not in CHOICE_TASKS:
+        raise ConfigError(f"head='choice' reads the multiple-choice tasks {', '.join(CHOICE_TASKS)}; got task {c.task!r}")
+    if c.head != "choice" and c.task in CHOICE_TASKS and c.task not in TASKS:
+        raise ConfigError(f"task {c.task!r} is multiple choice: set --head=choice")
+    if c.head == "classify" and c.task != "jsonl" and c.task not in TASKS:
         raise ConfigError(f"task {c.task!r} is unknown; choose one of {', '.join(TASKS)}, or 'jsonl' with --train_file and --val_file")
     if c.task == "jsonl" and not (c.train_file and c.val_file):
         raise ConfigError("task='jsonl' reads --train_file and --val_file: set both")
@@ -154,6 +168,24 @@ def hub_rows(task, split):
     return [r for r in rows if 0 <= r["label"] < len(t["labels"])]
 
 
+def choice_rows(task, split):
+    """[{choices: [(context, continuation)], label, task}] of a multiple-choice task, from its hub rows through
+    eval/zeroshot.py's build_request (the zero-shot prompts, so a fine-tuned model reads what it is scored on)."""
+    from eval import zeroshot
+    out = []
+    for name in COMMONSENSE if task == "commonsense" else (task,):
+        hub_id, config, val_split, _ = zeroshot.TASKS[name]
+        data = load_hub(hub_id, config, "train" if split == "train" else val_split)
+        for doc in data:
+            try:
+                contexts, continuations, gold, _ = zeroshot.build_request(name, dict(doc))
+            except (KeyError, ValueError) as e:  # a changed schema, or a row without its answer
+                raise ConfigError(f"{hub_id} ({split}) row {dict(doc)!r:.120}: {type(e).__name__}: {e}; the dataset changed, "
+                                  "fix eval/zeroshot.build_request") from None
+            out.append(dict(choices=[(x, y.strip()) for x, y in zip(contexts, continuations)], label=gold, task=name))
+    return out
+
+
 def jsonl_rows(path, need_label):
     if not os.path.isfile(path):
         raise ConfigError(f"{path!r} does not exist: --train_file and --val_file name jsonl files")
@@ -202,6 +234,9 @@ def load_rows(c):
                     if key not in index:
                         raise ConfigError(f"{path}: label {r['label']!r} is not among the training labels {', '.join(labels)}")
                     r["label"] = index[key]
+    elif c.head == "choice":
+        tr, va = choice_rows(c.task, "train"), choice_rows(c.task, "val")
+        labels = tuple(f"choice {i}" for i in range(max(len(r["choices"]) for r in tr + va)))
     else:
         split_train, split_val = TASKS[c.task]["splits"]
         tr, va, labels = hub_rows(c.task, split_train), hub_rows(c.task, split_val), TASKS[c.task]["labels"]
@@ -220,9 +255,15 @@ def get_tokenizer(c):
         from data.tokenizer import get_tokenizer as nanolr_tokenizer
         tok = nanolr_tokenizer(c.tokenizer)
 
-        def encode(text, pair):  # the pair after the end-of-text id, as a separator
-            ids = tok.encode(text.replace("\x00", " ")) + ([tok.eot] + tok.encode(pair.replace("\x00", " ")) if pair else [])
-            return ids[:c.max_length]
+        def encode(text, pair):
+            """text, then the pair after the end-of-text id; too long: tokens off the end of the longer of the two
+            (transformers' 'longest_first'), so a multiple-choice answer survives a long question."""
+            a = tok.encode(text.replace("\x00", " "))
+            b = tok.encode(pair.replace("\x00", " ")) if pair else None
+            while len(a) + (len(b) + 1 if b is not None else 0) > c.max_length:
+                longer = a if b is None or len(a) >= len(b) else b
+                longer.pop()
+            return (a + ([tok.eot] + b if b is not None else [])) or [tok.eot]  # never a row of length 0
         return encode, tok.eot, tok.n_vocab, None
     try:
         tok = transformers().AutoTokenizer.from_pretrained(c.hf_model)
@@ -239,14 +280,22 @@ def get_tokenizer(c):
 
 
 def collate(examples, pad_id, device):
-    """Right-padded input_ids, attention_mask and labels of a list of (ids, label)."""
-    width = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, (x, _) in enumerate(examples):
+    """A batch of (ids, label) examples: right-padded input_ids and attention_mask, labels; for multiple choice
+    (ids a list of one id list per choice) input_ids of shape (batch, choices, length) and `valid` (batch,
+    choices), False where a question has fewer choices than the batch's most (such a slot holds one pad token)."""
+    choice = isinstance(examples[0][0][0], list)
+    k = max(len(ids) for ids, _ in examples) if choice else 1  # every question padded to k choices
+    seqs = [x for ids, _ in examples for x in ids + [[pad_id]] * (k - len(ids))] if choice else [ids for ids, _ in examples]
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, x in enumerate(seqs):
         ids[i, :len(x)], mask[i, :len(x)] = torch.tensor(x), 1
-    labels = torch.tensor([y if y is not None else -1 for _, y in examples])
-    return ids.to(device), mask.to(device), labels.to(device)
+    batch = dict(input_ids=ids, attention_mask=mask, labels=torch.tensor([y if y is not None else -1 for _, y in examples]))
+    if choice:
+        batch.update(input_ids=ids.view(len(examples), k, width), attention_mask=mask.view(len(examples), k, width),
+                     valid=torch.tensor([[j < len(ids) for j in range(k)] for ids, _ in examples]))
+    return {key: v.to(device) for key, v in batch.items()}
 
 
 def epoch_order(n, seed, epoch):
@@ -261,19 +310,23 @@ def build_model(c, n_labels, pad_id, vocab, meta=False):
     """The transformers model: pretrained weights (a new head for classify), or the architecture re-initialised
     (from_scratch, and every resume, whose weights come from the checkpoint)."""
     hf = transformers()
-    extra = dict(num_labels=n_labels) if c.head == "classify" else {}
+    extra = dict(num_labels=n_labels) if c.head == "classify" else {}  # a choice head scores each choice: one logit
     try:
         hf_cfg = hf.AutoConfig.from_pretrained(c.hf_model, **extra)
     except Exception as e:
         raise ConfigError(f"hf_model {c.hf_model!r} is neither a model directory nor a model on the hub reachable from "
                           f"here ({type(e).__name__}: {e})") from None
-    if c.head == "classify" and getattr(hf_cfg, "pad_token_id", None) is None:
+    if c.head != "lm" and getattr(hf_cfg, "pad_token_id", None) is None:
         hf_cfg.pad_token_id = pad_id  # LLaMA/GPT-2 classify at the last token that is not padding
     size = getattr(hf_cfg, "vocab_size", None)
     if size is not None and vocab > size:
         raise ConfigError(f"the tokenizer has {vocab} ids but {c.hf_model!r} has vocab_size={size}: use the model's own "
                           "tokenizer (--tokenizer=auto) or a model config with a larger vocab_size")
-    auto = hf.AutoModelForSequenceClassification if c.head == "classify" else hf.AutoModelForCausalLM
+    auto = dict(classify=hf.AutoModelForSequenceClassification, choice=hf.AutoModelForMultipleChoice,
+                lm=hf.AutoModelForCausalLM)[c.head]
+    if type(hf_cfg) not in auto._model_mapping:
+        raise ConfigError(f"{auto.__name__} has no class for {hf_cfg.model_type!r} models: head={c.head!r} needs another "
+                          "model (multiple choice: an encoder such as BERT, RoBERTa or DistilBERT)")
     torch.manual_seed(c.seed)  # the new head (and a from-scratch model) depend on the seed only
     if meta:
         with torch.device("meta"):
@@ -281,19 +334,24 @@ def build_model(c, n_labels, pad_id, vocab, meta=False):
     if c.from_scratch or c.init_from == "resume":
         return auto.from_config(hf_cfg, dtype=torch.float32), hf_cfg
     try:
-        return auto.from_pretrained(c.hf_model, config=hf_cfg, dtype=torch.float32), hf_cfg
+        # a head saved with another label count (a model fine-tuned before) is re-initialised, as the new head is
+        return auto.from_pretrained(c.hf_model, config=hf_cfg, dtype=torch.float32, ignore_mismatched_sizes=True), hf_cfg
     except OSError as e:
         raise ConfigError(f"cannot load the weights of {c.hf_model!r} ({e}); to train that architecture from a random "
                           "init, add --from_scratch") from None
 
 
-def batch_loss(model, c, ids, mask, labels):
-    """Mean cross-entropy of a batch: over examples (classify) or over real next tokens (lm); and the logits."""
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    if c.head == "classify":
-        return F.cross_entropy(logits.float(), labels), logits
+def batch_loss(model, c, batch):
+    """Mean cross-entropy of a batch (collate's): over examples (classify, choice: over its real choices) or over
+    real next tokens (lm); and the logits."""
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    if c.head == "choice":
+        logits = logits.masked_fill(~batch["valid"], -1e9)
+    if c.head != "lm":
+        return F.cross_entropy(logits, labels), logits
     targets = ids.masked_fill(mask == 0, -100)[:, 1:]
-    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=-100), logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100), logits
 
 
 def macro_f1(pred, gold):
@@ -308,23 +366,31 @@ def macro_f1(pred, gold):
 
 
 @torch.no_grad()
-def evaluate(model, c, val, pad_id, dev, ctx):
-    """{val_loss, val_acc, val_f1} (classify) or {val_loss} (lm, per token) over every validation row."""
+def evaluate(model, c, val, pad_id, dev, ctx, tasks=None):
+    """{val_loss, val_acc, val_f1} (classify), {val_loss, val_acc} and with several tasks val_acc_by_task (choice), or
+    {val_loss} (lm, per token) over every validation row; tasks: the task of each row."""
     model.eval()
     total, count, pred, gold = 0.0, 0, [], []
     for i in range(0, len(val), c.eval_batch_size):
-        ids, mask, labels = collate(val[i:i + c.eval_batch_size], pad_id, dev)
+        batch = collate(val[i:i + c.eval_batch_size], pad_id, dev)
         with ctx:
-            loss, logits = batch_loss(model, c, ids, mask, labels)
-        n = len(labels) if c.head == "classify" else int(mask[:, 1:].sum())
+            loss, logits = batch_loss(model, c, batch)
+        n = len(batch["labels"]) if c.head != "lm" else int(batch["attention_mask"][:, 1:].sum())
         total, count = total + loss.item() * n, count + n
-        if c.head == "classify":
+        if c.head != "lm":
             pred += logits.argmax(-1).tolist()
-            gold += labels.tolist()
+            gold += batch["labels"].tolist()
     model.train()
     out = dict(val_loss=total / max(count, 1))
+    if c.head != "lm":
+        out["val_acc"] = sum(p == g for p, g in zip(pred, gold)) / len(gold)
     if c.head == "classify":
-        out.update(val_acc=sum(p == g for p, g in zip(pred, gold)) / len(gold), val_f1=macro_f1(pred, gold))
+        out["val_f1"] = macro_f1(pred, gold)
+    if c.head == "choice" and len(set(tasks)) > 1:
+        hits = {}
+        for t, p, g in zip(tasks, pred, gold):
+            hits.setdefault(t, []).append(p == g)
+        out["val_acc_by_task"] = {t: sum(h) / len(h) for t, h in hits.items()}
     return out
 
 
@@ -359,8 +425,10 @@ def prepare(cfg):
     dev, device_type, use_bf16, ctx, use_compile = train.runtime(c)
     tr, va, labels = load_rows(c)
     encode, pad_id, vocab, tok = get_tokenizer(c)
-    train_set = [(encode(r["text"], r["pair"]), r["label"]) for r in tr]
-    val_set = [(encode(r["text"], r["pair"]), r["label"]) for r in va]
+    if c.head == "choice":  # one (context, continuation) pair per choice
+        train_set, val_set = ([([encode(x, y) for x, y in r["choices"]], r["label"]) for r in rows] for rows in (tr, va))
+    else:
+        train_set, val_set = ([(encode(r["text"], r["pair"]), r["label"]) for r in rows] for rows in (tr, va))
     per_epoch = math.ceil(len(train_set) / c.batch_size)
     if c.epochs > 0:
         cfg["max_iters"] = c.epochs * per_epoch
@@ -376,6 +444,7 @@ def prepare(cfg):
         raise ConfigError(str(e)) from None
     return types.SimpleNamespace(c=c, cfg=cfg, dev=dev, device_type=device_type, use_bf16=use_bf16, ctx=ctx,
                                  use_compile=use_compile, train_set=train_set, val_set=val_set, labels=labels, pad_id=pad_id,
+                                 val_tasks=[r.get("task") for r in va],
                                  tok=tok, model=model, hf_cfg=hf_cfg, strategy=strategy, per_epoch=per_epoch)
 
 
@@ -425,7 +494,7 @@ def finetune(cfg):
         record = {}
         if it % run.per_epoch == 0 or it == c.max_iters or (c.eval_every and it % c.eval_every == 0):
             with strategy.eval_weights():
-                record = dict(iter=it, epoch=it / run.per_epoch, **evaluate(fwd, c, run.val_set, run.pad_id, run.dev, run.ctx))
+                record = dict(iter=it, epoch=it / run.per_epoch, **evaluate(fwd, c, run.val_set, run.pad_id, run.dev, run.ctx, run.val_tasks))
                 if not math.isfinite(record["val_loss"]):
                     raise train.diverged(f"validation loss is {record['val_loss']}", it, c.out_dir)
                 best_val = min(best_val, record["val_loss"])
@@ -438,15 +507,15 @@ def finetune(cfg):
             break
         epoch, k = divmod(it, run.per_epoch)
         rows = epoch_order(len(run.train_set), c.seed, epoch)[k * c.batch_size:(k + 1) * c.batch_size]
-        ids, mask, labels = collate([run.train_set[i] for i in rows], run.pad_id, run.dev)
+        batch = collate([run.train_set[i] for i in rows], run.pad_id, run.dev)
 
         def forward_backward():
             with run.ctx:
-                loss, _ = batch_loss(fwd, c, ids, mask, labels)
+                loss, _ = batch_loss(fwd, c, batch)
             loss.backward()
             return loss.detach()
         loss = optim.update(strategy, it, forward_backward)
-        tokens_since += int(mask.sum())
+        tokens_since += int(batch["attention_mask"].sum())
         if it % c.log_interval == 0 or record:
             train_loss = loss.item()
             if not math.isfinite(train_loss):
@@ -462,7 +531,8 @@ def finetune(cfg):
     logger.close({k: v for k, v in history[-1].items() if k.startswith("val")} if history else None)
     last = history[-1] if history else {}
     print(f"final: val_loss {last.get('val_loss', float('nan')):.4f}" +
-          (f", acc {100 * last['val_acc']:.2f}%, macro-F1 {100 * last['val_f1']:.2f}%" if "val_acc" in last else ""))
+          (f", acc {100 * last['val_acc']:.2f}%" if "val_acc" in last else "") +
+          (f", macro-F1 {100 * last['val_f1']:.2f}%" if "val_f1" in last else ""))
     return history
 
 

@@ -477,7 +477,8 @@ class Logger:
         parts = [f"iter {record['iter']}"]
         parts += [f"loss {record['train_loss']:.4f}"] if "train_loss" in record else []
         parts += [f"val_loss {record['val_loss']:.4f}"] if "val_loss" in record else []
-        parts += [f"val_acc {100 * record['val_acc']:.2f}% f1 {100 * record['val_f1']:.2f}%"] if "val_acc" in record else []
+        parts += [f"val_acc {100 * record['val_acc']:.2f}%"] if "val_acc" in record else []  # finetune.py's
+        parts += [f"f1 {100 * record['val_f1']:.2f}%"] if "val_f1" in record else []
         parts += [f"lr {record['lr']:.2e}", f"{record['tok_per_s']:,.0f} tok/s"] if "lr" in record else []
         parts += [f"mfu {100 * record['mfu']:.1f}%"] if record.get("mfu") is not None else []
         parts += [spectral_summary(record)] if "spectral" in record else []  # the per-matrix values go to the file

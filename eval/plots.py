@@ -189,7 +189,8 @@ def main(argv=None):
     if scored:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot([r["iter"] for r in scored], [100 * r["val_acc"] for r in scored], "o-", label="accuracy")
-        ax.plot([r["iter"] for r in scored], [100 * r["val_f1"] for r in scored], "s--", label="macro-F1")
+        if all("val_f1" in r for r in scored):  # classification; a multiple-choice run has accuracy only
+            ax.plot([r["iter"] for r in scored], [100 * r["val_f1"] for r in scored], "s--", label="macro-F1")
         ax.set(xlabel="iteration", ylabel="% on the validation rows", title="validation accuracy and macro-F1")
         ax.legend()
         written.append(save(fig, out, "accuracy.png"))

@@ -143,6 +143,92 @@ def test_macro_f1_and_accuracy_equal_scikit_learn():
         assert finetune.macro_f1(pred, gold) == pytest.approx(metrics.f1_score(gold, pred, average="macro"), abs=1e-12)
 
 
+# multiple choice: the zero-shot tasks' hub rows (eval/zeroshot.py's schemas), one or two per task
+
+CHOICE_ROWS = {
+    "allenai/ai2_arc": [dict(question="Which is a metal?", choices=dict(text=["iron", "wood", "glass"], label=["A", "B", "C"]),
+                             answerKey="A"),
+                        dict(question="What melts ice?", choices=dict(text=["cold", "heat", "dark", "wind", "salt"],
+                                                                        label=["1", "2", "3", "4", "5"]), answerKey="2")],
+    "allenai/openbookqa": [dict(question_stem="The sun is a", choices=dict(text=["star", "moon", "rock", "cloud"],
+                                                                           label=["A", "B", "C", "D"]), answerKey="A")],
+    "Rowan/hellaswag": [dict(activity_label="Baking", ctx_a="A man mixes flour.", ctx_b="he",
+                             endings=["bakes bread.", "flies.", "sings [title] loudly.", "sleeps."], label="0")],
+    "baber/piqa": [dict(goal="Open a jar", sol1="twist the lid", sol2="kick the jar", label=0)],
+    "lighteval/siqa": [dict(context="Ann helped Bo.", question="How does Bo feel?", answerA="grateful", answerB="angry",
+                            answerC="bored", label="1")],
+    "allenai/winogrande": [dict(sentence="The cup fell off the table because _ was tilted.", option1="the cup",
+                                option2="the table", answer="2")],
+    "aps/super_glue": [dict(passage="Water boils at 100 C.", question="does water boil at 100 c", label=1)],
+}
+
+
+@pytest.mark.parametrize("task", [t for t in finetune.CHOICE_TASKS if t != "commonsense"])
+def test_choice_tasks_read_their_hub_rows_through_the_zero_shot_prompts(task, monkeypatch):
+    from eval import zeroshot
+    hub_id = zeroshot.TASKS[task][0]
+    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    got = finetune.choice_rows(task, "train")
+    assert len(got) == len(CHOICE_ROWS[hub_id])
+    for row, doc in zip(got, CHOICE_ROWS[hub_id]):
+        contexts, continuations, gold, _ = zeroshot.build_request(task, doc)
+        assert row["label"] == gold and row["task"] == task
+        assert row["choices"] == [(x, y.strip()) for x, y in zip(contexts, continuations)]
+    assert {"arc_easy": 0, "openbookqa": 0, "hellaswag": 0, "piqa": 0, "social_iqa": 0, "winogrande": 1, "boolq": 1,
+            "arc_challenge": 0}[task] == got[0]["label"]
+
+
+def test_commonsense_is_the_seven_tasks_together(monkeypatch):
+    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    got = finetune.choice_rows("commonsense", "train")
+    assert sorted({r["task"] for r in got}) == sorted(finetune.COMMONSENSE) and "boolq" not in finetune.COMMONSENSE
+    assert len(got) == sum(len(CHOICE_ROWS[h]) * (2 if h == "allenai/ai2_arc" else 1) for h in CHOICE_ROWS if h != "aps/super_glue")
+
+
+def test_collate_pads_questions_to_the_most_choices_and_marks_the_padding():
+    batch = finetune.collate([([[1, 2], [3], [4, 5, 6]], 2), ([[7], [8, 9]], 0)], 0, "cpu")
+    assert batch["input_ids"].shape == (2, 3, 3) and batch["valid"].tolist() == [[True] * 3, [True, True, False]]
+    assert batch["input_ids"][1, 2].tolist() == [0, 0, 0] and batch["attention_mask"][1, 2].tolist() == [1, 0, 0]
+    assert batch["labels"].tolist() == [2, 0]
+
+
+def choice_fixture(n, seed):
+    """ARC-schema questions with 3-5 choices; the right one is the only choice that starts with 'good'."""
+    rng, out = random.Random(seed), []
+    for _ in range(n):
+        k = rng.randint(3, 5)
+        right = rng.randrange(k)
+        texts = [("good " if j == right else "bad ") + rng.choice(["cat", "dog", "sun", "sea"]) for j in range(k)]
+        out.append(dict(question="pick one", choices=dict(text=texts, label=[chr(65 + j) for j in range(k)]),
+                        answerKey=chr(65 + right)))
+    return out
+
+
+def test_a_multiple_choice_fine_tune_learns_and_scores_every_task(fixtures, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: choice_fixture(96 if split == "train" else 32,
+                                                                                       0 if split == "train" else 1))
+    history = finetune.finetune(config(fixtures, "roberta", head="choice", task="arc_easy", epochs=3, max_length=24))
+    assert history[0]["val_acc"] < 0.6 and history[-1]["val_acc"] > 0.9, history  # 3-5 choices: chance is about 0.27
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert "val_f1" not in history[-1]
+    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    mixed = finetune.finetune(config(fixtures, "distilbert", head="choice", task="commonsense", epochs=1))
+    assert set(mixed[-1]["val_acc_by_task"]) == set(finetune.COMMONSENSE)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(head="choice", task="trec6"), "head='choice' reads the multiple-choice tasks"),
+    (dict(task="piqa"), "task 'piqa' is multiple choice: set --head=choice"),
+    (dict(head="choice", task="piqa", model="llama"), "AutoModelForMultipleChoice has no class for 'llama' models"),
+])
+def test_choice_bad_input(overrides, message, fixtures, monkeypatch):
+    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    model = overrides.pop("model", "distilbert")
+    with pytest.raises(SystemExit, match=message):
+        finetune.finetune(config(fixtures, model, **overrides))
+
+
 # ----------------------------------------------------------------------------------------------
 # training
 
@@ -169,10 +255,10 @@ def test_a_short_fine_tune_lowers_the_validation_loss(name, model, keys, fixture
 
 def test_llr_fits_one_alpha_per_matrix_of_the_hf_model(fixtures):
     run = finetune.prepare(config(fixtures, "llama", strategy="llr", llr_min_evals=2, llr_ramp=0, epochs=1))
-    ids, mask, labels = finetune.collate(run.train_set[:8], run.pad_id, "cpu")
+    batch = finetune.collate(run.train_set[:8], run.pad_id, "cpu")
 
     def forward_backward():
-        loss, _ = finetune.batch_loss(run.model, run.c, ids, mask, labels)
+        loss, _ = finetune.batch_loss(run.model, run.c, batch)
         loss.backward()
         return loss.detach()
     optim.update(run.strategy, 0, forward_backward)  # t = 1: the first refit
