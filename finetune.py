@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 import optim
 import train
+from eval import zeroshot
 
 # -----------------------------------------------------------------------------------------------
 # Run config
@@ -94,9 +95,8 @@ TASKS = {
 
 # Multiple-choice tasks: eval/zeroshot.py's (hub ids, fields and prompts as lm-eval's), trained on their train split
 # and scored on the split zero-shot evaluation uses; 'commonsense' is the LLR paper's seven together.
-COMMONSENSE = ("openbookqa", "winogrande", "arc_challenge", "arc_easy", "hellaswag", "social_iqa", "piqa")
-CHOICE_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "openbookqa", "social_iqa", "winogrande", "boolq",
-                "commonsense")
+COMMONSENSE = tuple(zeroshot.LLR7)
+CHOICE_TASKS = (*zeroshot.TASKS, "commonsense")
 
 
 def config_names(cfg):
@@ -171,7 +171,6 @@ def hub_rows(task, split):
 def choice_rows(task, split):
     """[{choices: [(context, continuation)], label, task}] of a multiple-choice task, from its hub rows through
     eval/zeroshot.py's build_request (the zero-shot prompts, so a fine-tuned model reads what it is scored on)."""
-    from eval import zeroshot
     out = []
     for name in COMMONSENSE if task == "commonsense" else (task,):
         hub_id, config, val_split, _ = zeroshot.TASKS[name]
