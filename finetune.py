@@ -421,7 +421,7 @@ def prepare(cfg):
     """Everything before the first update: data, tokens, model on the device, strategy. Returns a namespace."""
     c = types.SimpleNamespace(**cfg)
     check_config(c)
-    dev, device_type, use_bf16, ctx, use_compile = train.runtime(c)
+    dev, _, use_bf16, ctx, use_compile = train.runtime(c)
     tr, va, labels = load_rows(c)
     encode, pad_id, vocab, tok = get_tokenizer(c)
     if c.head == "choice":  # one (context, continuation) pair per choice
@@ -441,7 +441,7 @@ def prepare(cfg):
         strategy = optim.build(c.strategy, model, cfg)
     except optim.ConfigError as e:
         raise ConfigError(str(e)) from None
-    return types.SimpleNamespace(c=c, cfg=cfg, dev=dev, device_type=device_type, use_bf16=use_bf16, ctx=ctx,
+    return types.SimpleNamespace(c=c, cfg=cfg, dev=dev, use_bf16=use_bf16, ctx=ctx,
                                  use_compile=use_compile, train_set=train_set, val_set=val_set, labels=labels, pad_id=pad_id,
                                  val_tasks=[r.get("task") for r in va],
                                  tok=tok, model=model, hf_cfg=hf_cfg, strategy=strategy, per_epoch=per_epoch)
@@ -474,9 +474,7 @@ def finetune(cfg):
           f"{len(run.val_set):,} val rows, {len(run.labels) or 'lm'} labels | {total_params:,} parameters | strategy {c.strategy} | "
           f"{c.max_iters} updates ({run.per_epoch}/epoch) | device {run.dev} {'bf16' if run.use_bf16 else 'fp32'}")
     logger = train.Logger(c, cfg, iter_num if c.init_from == "resume" else None, wandb_id)
-    with open(os.path.join(c.out_dir, "config.json.tmp"), "w") as f:  # what ran, also when no checkpoint is written
-        json.dump(cfg, f, indent=1, default=str)
-    os.replace(os.path.join(c.out_dir, "config.json.tmp"), os.path.join(c.out_dir, "config.json"))
+    train.write_config(c.out_dir, cfg)  # what ran, also when no checkpoint is written
 
     def checkpoint(it):
         if not all(torch.isfinite(p).all() for p in model.parameters()):

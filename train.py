@@ -352,8 +352,13 @@ def save_checkpoint(out_dir, ckpt, keep=0):
         os.replace(kept + ".tmp", kept)
         for old in kept_checkpoints(out_dir)[:-keep]:
             os.remove(os.path.join(out_dir, f"ckpt_{old}.pt"))
+    write_config(out_dir, ckpt["config"])
+
+
+def write_config(out_dir, cfg):
+    """out_dir/config.json, atomically: the run's resolved config, readable without torch."""
     with open(os.path.join(out_dir, "config.json.tmp"), "w") as f:
-        json.dump(ckpt["config"], f, indent=1, default=str)
+        json.dump(cfg, f, indent=1, default=str)
     os.replace(os.path.join(out_dir, "config.json.tmp"), os.path.join(out_dir, "config.json"))
 
 

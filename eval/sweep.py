@@ -182,7 +182,7 @@ def dry_run(args, script="train.py"):
         end = len(lines) - 1 - lines[::-1].index("}")
         return json.loads("\n".join(lines[start:end + 1])), None
     except ValueError:
-        return None, "could not read the resolved config printed by train.py --dry_run"
+        return None, f"could not read the resolved config printed by {script} --dry_run"
 
 
 def validate(specs, runs, jobs, nproc, script="train.py"):
@@ -485,7 +485,7 @@ def main(argv=None):
     slots = slots_of(gpus, a.nproc_per_node, a.jobs, a.threads)
     command = shlex.join(["python", "eval/sweep.py"] + argv)
 
-    print(f"checking {len(specs)} strateg{'ies' if len(specs) > 1 else 'y'} with train.py --dry_run ...", flush=True)
+    print(f"checking {len(specs)} strateg{'ies' if len(specs) > 1 else 'y'} with {a.script} --dry_run ...", flush=True)
     validate(specs, runs, len(slots), a.nproc_per_node, a.script)
     plan(runs, a.retry_diverged)
     todo = [r for r in runs if r["action"] != "keep"] if not a.report_only else []
