@@ -724,7 +724,8 @@ def train(cfg):
         print(f"zero-shot 7-task acc {100 * summary['zeroshot']['avg7']['acc']:.2f}")
     if master:
         logger.close(summary)
-    if ddp:
+    if ddp:  # every rank here before any tears down: a gloo rank that leaves early can abort in its exit
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
