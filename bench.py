@@ -57,12 +57,34 @@ def time_steps(step, steps, warmup, device_type):
     return (clock(device_type) - t0) / steps
 
 
+BENCH_FLAGS = {"steps": 10, "rounds": 3, "llr": False, "profile": False, "ce": False}  # bench.py's own, not train.py's
+
+
+def bench_flags(argv):
+    """argv -> (bench.py's flags, the rest for train.parse_config). A mistyped flag of either kind gets train.py's
+    did-you-mean over both sets of names; counts must be positive integers."""
+    flags, rest = dict(BENCH_FLAGS), []
+    for arg in argv:
+        key, eq, value = arg[2:].partition("=")
+        if not arg.startswith("--") or key not in BENCH_FLAGS:
+            if arg.startswith("--") and key not in train.DEFAULTS:
+                raise train.unknown_key(key, [*train.DEFAULTS, *BENCH_FLAGS])
+            rest.append(arg)
+        elif isinstance(BENCH_FLAGS[key], bool):
+            flags[key] = train.coerce(key, value if eq else "true", False, from_text=True)
+        else:
+            try:
+                flags[key] = int(value)
+            except ValueError:
+                flags[key] = 0
+            if flags[key] <= 0:
+                raise train.ConfigError(f"{arg}: expected a positive integer, e.g. --{key}={BENCH_FLAGS[key]}")
+    return flags, rest
+
+
 def main(argv):
-    argv = list(argv)
-    mode_llr, mode_profile, mode_ce = "--llr" in argv, "--profile" in argv, "--ce" in argv
-    steps = next((int(a.split("=")[1]) for a in argv if a.startswith("--steps=")), 10)
-    rounds = next((int(a.split("=")[1]) for a in argv if a.startswith("--rounds=")), 3)
-    argv = [a for a in argv if a not in ("--llr", "--profile", "--ce") and not a.startswith(("--steps=", "--rounds="))]
+    flags, argv = bench_flags(argv)
+    mode_llr, mode_profile, mode_ce, steps, rounds = (flags[k] for k in ("llr", "profile", "ce", "steps", "rounds"))
     cfg = train.parse_config(argv)
     c = types.SimpleNamespace(**cfg)
     dev, device_type, use_bf16, ctx, use_compile = train.runtime(c)

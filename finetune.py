@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import optim
 import train
 from eval import zeroshot
+from model import read_checkpoint_file
 
 # -----------------------------------------------------------------------------------------------
 # Run config
@@ -456,7 +457,13 @@ def finetune(cfg):
         path = os.path.join(c0.out_dir, "ckpt.pt")
         if not os.path.isfile(path):
             raise ConfigError(f"cannot resume: {path} does not exist (start with --init_from=scratch)")
-        start = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            start = read_checkpoint_file(path)
+        except ValueError as e:
+            raise ConfigError(f"cannot resume: {e}") from None
+        if not isinstance(start, dict) or not {"model", "strategy", "config", "hf_config"} <= set(start):
+            raise ConfigError(f"cannot resume: {path} is not a finetune.py checkpoint (start with --init_from=scratch "
+                              "in another out_dir)")
     train.prepare_out_dir(c0)
     run = prepare(cfg)
     c, model, strategy = run.c, run.model, run.strategy

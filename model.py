@@ -10,7 +10,9 @@ every weight matrix is its own layerwise-LR group; export_hf.py fuses them back.
 python model.py <preset>   prints the parameter count and a per-module table (a config: train.py --dry_run).
 """
 import math
+import pickle
 import sys
+import zipfile
 from dataclasses import dataclass, asdict
 
 import torch
@@ -384,14 +386,27 @@ def checkpoint_path(path):
     return file
 
 
+def read_checkpoint_file(file, map_location="cpu"):
+    """torch.load of a checkpoint file; a corrupt or truncated file (an interrupted copy, a full disk) raises
+    one ValueError that names it, whichever of torch's, pickle's or zipfile's errors it gave."""
+    try:
+        return torch.load(file, map_location=map_location, weights_only=False)
+    except PermissionError as e:  # not the content's fault (torch raises other OSErrors for truncated files)
+        raise ValueError(f"cannot read {file!r}: {e.strerror}") from None
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [""])[0].split(". ")[0]  # torch's messages run to several sentences
+        # only what a damaged file gives is called corrupt: an out-of-memory error must not get a good file deleted
+        if isinstance(e, (EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile)) or "PytorchStreamReader" in str(e):
+            raise ValueError(f"{file!r} is corrupt or truncated ({type(e).__name__}: {why}): replace it with a "
+                             "kept ckpt_<iter>.pt of the run if there is one, or start fresh") from None
+        raise ValueError(f"{file!r} is not a readable checkpoint ({type(e).__name__}: {why})") from None
+
+
 def load_checkpoint(path, map_location="cpu"):
     """The checkpoint dict written by train.py: model (state dict), model_config, strategy, iter_num,
     config, rng, tokenizer, wandb_id (None without wandb)."""
     file = checkpoint_path(path)
-    try:
-        ckpt = torch.load(file, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{file!r} is not a readable checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = read_checkpoint_file(file, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise ValueError(f"{file!r} is not a nanoLR checkpoint (no 'model' and 'model_config' entries)")
     return ckpt

@@ -334,6 +334,10 @@ class Strategy:
 
     def __init__(self, model, cfg):
         validate(cfg, list(COMMON) + list(self.defaults))
+        check(self.uses_schedule or cfg["schedule"] == COMMON["schedule"],
+              f"strategy {self.name!r} keeps a schedule of its own, so schedule={cfg['schedule']!r} would be ignored: "
+              f"drop --schedule, or pick a strategy that follows it "
+              f"({', '.join(n for n, s in STRATEGIES.items() if s.uses_schedule)})")
         self.cfg, self.lr, self.grad_clip = cfg, cfg["learning_rate"], cfg["grad_clip"]
         self.max_iters = cfg["max_iters"]
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -392,7 +392,9 @@ def analyze(obj, method="median", metrics=METRICS, min_evals=0, exclude=(), filt
                          xmin_method=_method_label(method, reference, k_term), scale=0.5 if rf > 1 else 1.0))
         try:
             _check_weight(t)
-            if small * rf < min_evals:
+            if small * rf < 2:  # 1xN or Nx1: one eigenvalue, a rank-1 matrix; the batched fit needs two
+                rows[-1]["skipped"] = f"{'x'.join(map(str, shape))} matrix: a single eigenvalue has no tail to fit"
+            elif small * rf < min_evals:
                 rows[-1]["skipped"] = f"{small * rf} eigenvalues < min_evals={min_evals}"
         except ValueError as e:
             rows[-1]["skipped"] = str(e)

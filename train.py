@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 import types
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -36,7 +36,7 @@ import torch
 
 import optim
 import spectral
-from data.loader import TokenData, is_prepared
+from data.loader import PREPARE, TokenData, dataset_dir, is_prepared
 from eval.perplexity import evaluate_loss
 from model import FUSED_CE, ModelConfig, Transformer, PRESETS, load_checkpoint, resolve_fused_ce
 
@@ -100,6 +100,9 @@ class ConfigError(SystemExit):
         super().__init__(f"config error: {message}")
 
 
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def coerce(key, value, default, from_text):
     """Cast a config value to the type of its default; text comes from --key=value."""
     kind = type(default)
@@ -111,17 +114,18 @@ def coerce(key, value, default, from_text):
                 raise ConfigError(f"--{key}={value}: not a Python literal; write a list such as "
                                   f"--{key}='[(\"embed\", 10.0), (\"blocks.*.attn.[qk]\", 8.0)]'") from None
         return tuple(value) if isinstance(value, list) else value
+    if default is None:  # a boolean with an automatic default (compile): None, or what the text or file says
+        if from_text and value.lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.lower()]
+        if from_text and value.lower() in ("none", "auto"):
+            return None
+        if value is None or isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r}: expected true or false ({'/'.join(BOOL_WORDS)}), or auto for the default")
     if from_text:
-        if default is None:
-            try:
-                return ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                return value
         if kind is bool:
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
+            if value.lower() in BOOL_WORDS:
+                return BOOL_WORDS[value.lower()]
         elif kind is str:
             return value
         else:
@@ -133,7 +137,8 @@ def coerce(key, value, default, from_text):
                     return int(number)
             except ValueError:
                 pass
-        raise ConfigError(f"--{key}={value}: expected {kind.__name__} like the default {default!r}")
+        words = f" ({'/'.join(BOOL_WORDS)})" if kind is bool else ""
+        raise ConfigError(f"--{key}={value}: expected {kind.__name__}{words} like the default {default!r}")
     if default is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -178,7 +183,7 @@ def parse_config(argv, defaults=DEFAULTS, default_files=(DEFAULT_CONFIG,), names
             key, eq, value = arg[2:].partition("=")
             if key not in defaults:
                 raise unknown_key(key, defaults)
-            if not eq and not isinstance(defaults[key], bool):
+            if not eq and not isinstance(defaults[key], (bool, type(None))):
                 raise ConfigError(f"{arg!r} has no value: write --{key}=VALUE")
             cfg[key] = coerce(key, value if eq else "true", defaults[key], from_text=True)
             continue
@@ -221,6 +226,9 @@ def check_config(c, world_size):
     if c.grad_accum % world_size:
         raise ConfigError(f"grad_accum={c.grad_accum} is not divisible by the world size {world_size}: "
                           f"set grad_accum to a multiple of {world_size}")
+    if not 0 <= c.dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {c.dropout}: a probability of dropping, e.g. --dropout=0.1")
+    check_device(c.device)
     if c.dtype not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {c.dtype!r}")
     if c.fused_ce not in FUSED_CE:
@@ -232,6 +240,30 @@ def check_config(c, world_size):
     if not names or set(names) - set(spectral.METRICS):
         raise ConfigError(f"spectral_metrics={c.spectral_metrics!r}: unknown metric "
                           f"{', '.join(sorted(set(names) - set(spectral.METRICS))) or '(none given)'}; valid: {', '.join(spectral.METRICS)}")
+
+
+def check_device(device):
+    """device is 'auto', 'cpu', 'cuda' or 'cuda:N' of a GPU this torch can see."""
+    if device in ("auto", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"device={device!r} but this torch ({torch.__version__}, {build}) sees no CUDA GPU: "
+                          "use --device=auto (CUDA when present, else the CPU) or --device=cpu")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s): "
+                          f"use cuda:0 ... cuda:{torch.cuda.device_count() - 1}")
+
+
+def open_data(c):
+    """The run's TokenData; the embedded corpus is prepared on first use (by the caller's rank 0 under DDP)."""
+    try:
+        return TokenData(c.dataset)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
 
 
 def spectral_metric_names(text):
@@ -313,7 +345,67 @@ def model_config(c, vocab):
     overrides = dict(block_size=c.block_size, dropout=c.dropout, vocab_size=c.vocab_size or 64 * math.ceil(vocab / 64))
     overrides.update({k: getattr(c, k) for k in ("n_layer", "n_head", "n_embd", "ffn_hidden") if getattr(c, k) > 0})
     overrides.update({k: getattr(c, k) for k in optim.PARAMETRIZATION_KEYS})  # optim's keys: it scales the LRs by them
-    return ModelConfig(**{**PRESETS[c.model], **overrides})
+    try:
+        return ModelConfig(**{**PRESETS[c.model], **overrides})
+    except ValueError as e:  # e.g. n_embd not divisible by n_head
+        raise ConfigError(f"model {c.model} with these overrides: {e}") from None
+
+
+def memory_needed(mcfg, n_params, c, use_bf16, ce_path):
+    """Bytes one process needs, on the low side (a run refused on it could not have fit): fp32 weights, their
+    grads and two optimizer states (AdamW's m and v); the activations autograd must keep for one micro-batch,
+    at least the inputs of every matmul and of attention, 6·d + 3·ffn values per token and layer; fp32 logits
+    unless the loss is fused or chunked; the RoPE tables."""
+    T, act_bytes = c.block_size, 2 if use_bf16 else 4
+    per_token = mcfg.n_layer * (6 * mcfg.n_embd + 3 * mcfg.ffn_hidden) * act_bytes + (4 * mcfg.vocab_size if ce_path == "off" else 0)
+    return 16 * n_params + c.batch_size * T * per_token + 2 * 4 * T * mcfg.n_embd // mcfg.n_head
+
+
+def memory_available(dev, device_type, procs_here):
+    """Bytes this process may use: the GPU's memory, or the host's available memory (and the cgroup's limit,
+    in a container) shared by the processes on this host; None when unknown."""
+    if device_type == "cuda":
+        return torch.cuda.get_device_properties(dev).total_memory
+    try:
+        with open("/proc/meminfo") as f:
+            free = int(dict(line.split(":", 1) for line in f)["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            free = min(free, int(open(limit).read()) - int(open(used).read()))
+        except (OSError, ValueError):  # no such cgroup file, or "max"
+            pass
+    return free // procs_here
+
+
+def gib(n):
+    return f"{n / 2 ** 30:.1f} GiB"
+
+
+def preflight(c, data, dev, device_type, use_bf16, ce_path, procs_here=1, dry_run=False):
+    """What a run checks before it allocates anything: the data against the model (vocabulary, a block of train
+    tokens), the model config, and the memory it needs. Returns (model config, bytes needed). A dry run checks the
+    same, but what depends on this machine (data not prepared yet, memory) is a note: its config may be meant for another."""
+    if data is not None and c.vocab_size and c.vocab_size < data.vocab_size:
+        raise ConfigError(f"vocab_size={c.vocab_size} is smaller than the vocabulary of dataset {c.dataset!r} "
+                          f"({data.vocab_size} tokens): set --vocab_size >= {data.vocab_size}, or 0 for the dataset's, padded")
+    longest = max(len(shard) for shard in data.splits["train"]) if data is not None else math.inf
+    if longest < c.block_size + 1:
+        raise ConfigError(f"block_size={c.block_size} needs {c.block_size + 1} tokens in a row, but the train split of "
+                          f"{c.dataset!r} has {longest} at most: set --block_size <= {longest - 1}")
+    mcfg = model_config(c, data.vocab_size if data is not None else PRESETS[c.model]["vocab_size"])
+    with torch.device("meta"):  # the size without the memory
+        n_params = Transformer(mcfg).num_params()[0]
+    need, have = memory_needed(mcfg, n_params, c, use_bf16, ce_path), memory_available(dev, device_type, procs_here)
+    if have is not None and need > have and dry_run:
+        print(f"# note: about {gib(need)} per process, but {dev} has {gib(have)} available: this run would be refused here")
+    elif have is not None and need > have:
+        raise ConfigError(f"this run needs about {gib(need)} per process ({n_params:,} parameters, micro-batch "
+                          f"{c.batch_size}x{c.block_size}) but {dev} has {gib(have)} available: lower batch_size "
+                          f"(raise grad_accum to keep the tokens per step) or block_size, or pick a smaller model")
+    return mcfg, need
 
 
 def rng_state():
@@ -341,18 +433,40 @@ def save_checkpoint(out_dir, ckpt, keep=0):
     """Atomic: write a temporary file, then rename over ckpt.pt; a crash midway leaves the old one. keep > 0:
     the same checkpoint also becomes ckpt_<iter>.pt (a branch point), and only the newest `keep` of those stay."""
     final = os.path.join(out_dir, "ckpt.pt")
-    torch.save(ckpt, final + ".tmp")
+    with failed_write(final + ".tmp", out_dir):
+        torch.save(ckpt, final + ".tmp")
     os.replace(final + ".tmp", final)
     if keep > 0:
         kept = os.path.join(out_dir, f"ckpt_{ckpt['iter_num']}.pt")
-        try:  # a hard link costs no copy: the next ckpt.pt is a new file renamed over the name, this one stays
-            os.link(final, kept + ".tmp")
-        except OSError:  # no hard links on this file system (or a stale .tmp): copy
-            shutil.copyfile(final, kept + ".tmp")
+        with failed_write(kept + ".tmp", out_dir):
+            try:  # a hard link costs no copy: the next ckpt.pt is a new file renamed over the name, this one stays
+                os.link(final, kept + ".tmp")
+            except FileExistsError:  # a stale .tmp of a killed run
+                os.remove(kept + ".tmp")
+                os.link(final, kept + ".tmp")
+            except OSError:  # no hard links on this file system: copy
+                shutil.copyfile(final, kept + ".tmp")
         os.replace(kept + ".tmp", kept)
         for old in kept_checkpoints(out_dir)[:-keep]:
             os.remove(os.path.join(out_dir, f"ckpt_{old}.pt"))
-    write_config(out_dir, ckpt["config"])
+    with failed_write(os.path.join(out_dir, "config.json.tmp"), out_dir):
+        write_config(out_dir, ckpt["config"])
+
+
+@contextmanager
+def failed_write(tmp, out_dir):
+    """A write that fails (a full disk: torch.save says 'unexpected pos', the OS says ENOSPC) removes its
+    temporary file, which would keep the disk full, and stops the run with one line; the previous file stays."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        free = shutil.disk_usage(out_dir).free
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed (a full disk or a file size limit)"
+        raise SystemExit(f"checkpoint: cannot write {tmp}: {reason}; {gib(free)} free in {out_dir}. The partial file was "
+                         "removed and the previous checkpoint kept: free some space (or move --out_dir) and continue with "
+                         "--init_from=resume") from None
 
 
 def write_config(out_dir, cfg):
@@ -372,11 +486,16 @@ def prepare_out_dir(c):
         os.remove(probe)
     except OSError as e:
         raise ConfigError(f"out_dir {c.out_dir!r} is not writable ({e.strerror}): choose another --out_dir")
-    held = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(c.out_dir, f))]
+    held = [f for f in ("ckpt.pt",) if os.path.exists(os.path.join(c.out_dir, f))] + \
+        [f"ckpt_{i}.pt" for i in kept_checkpoints(c.out_dir)]
     if c.init_from != "resume" and held:
         fix = "a branch starts a new run: choose a fresh --out_dir" if c.init_from != "scratch" else \
             "continue it with --init_from=resume, or choose another --out_dir (or delete that one)"
         raise ConfigError(f"out_dir {c.out_dir!r} already holds a run ({', '.join(held)}): {fix}")
+    if c.init_from != "resume" and os.path.exists(os.path.join(c.out_dir, "metrics.jsonl")):
+        print(f"{c.out_dir}: its run stopped before its first checkpoint, so it cannot be resumed; starting over "
+              "(its metrics.jsonl is replaced)")
+        os.remove(os.path.join(c.out_dir, "metrics.jsonl"))
 
 
 def load_start(c, map_location):
@@ -389,6 +508,9 @@ def load_start(c, map_location):
     src = c.init_from if branch else c.out_dir
     run_dir = src if os.path.isdir(src) else os.path.dirname(src)
     kept = os.path.join(run_dir, f"ckpt_{c.branch_at}.pt")
+    if not branch and not os.path.exists(os.path.join(src, "ckpt.pt")) and os.path.exists(os.path.join(src, "metrics.jsonl")):
+        raise ConfigError(f"cannot resume: the run in {src!r} stopped before its first checkpoint (no ckpt.pt): "
+                          "start it again without --init_from=resume, which reuses the directory")
     try:
         ckpt = load_checkpoint(kept if branch and c.branch_at >= 0 and os.path.isfile(kept) else src, map_location=map_location)
     except (FileNotFoundError, ValueError) as e:
@@ -402,6 +524,15 @@ def load_start(c, map_location):
         raise ConfigError(f"branch_at={c.branch_at}: no ckpt_{c.branch_at}.pt in {run_dir!r} (kept: {have}): branch at "
                           f"a kept iteration or at -1 (iteration {it}); a run keeps them with keep_ckpts > 0 and ckpt_every")
     return ckpt, run_dir
+
+
+# batches are a function of (seed, iteration, micro-step) of this data: a resume or branch keeps all of them
+DATA_KEYS = ("dataset", "seed", "batch_size", "grad_accum", "block_size")
+
+
+def same_data(key, value):
+    """A dataset compared by the directory it names, so a relative and an absolute path agree."""
+    return os.path.realpath(dataset_dir(value)) if key == "dataset" else value
 
 
 BRANCH_OWN = ("max_iters", "decay_iters", "decay_shape", "decay_power", "min_lr_ratio")  # a branch chooses its cooldown
@@ -433,12 +564,25 @@ def continue_config(cfg, ckpt, run_dir):
             parent["branch"] = old["branch"]
         cfg["branch"] = dict(at=it, iters=cfg["decay_iters"], parent=parent, source=run_dir)
         cfg["max_iters"] = it + cfg["decay_iters"]
+    data_changed = {k: (old.get(k, DEFAULTS[k]), cfg[k]) for k in DATA_KEYS if same_data(k, old.get(k, DEFAULTS[k])) != same_data(k, cfg[k])}
+    if data_changed:
+        fields = ", ".join(f"{k} (checkpoint {a!r}, config {b!r})" for k, (a, b) in data_changed.items())
+        raise ConfigError(f"the checkpoint in {run_dir} was trained on other batches: {fields}. These keys set the "
+                          "data order or the tokens per step: pass the checkpoint's values, or start a new run in another --out_dir")
     changed = {k: (old.get(k, DEFAULTS[k]), cfg[k]) for k in schedule_keys(old, cfg)
                if (resume or k not in BRANCH_OWN) and plain(old.get(k, DEFAULTS[k])) != plain(cfg[k])}
     if changed and not cfg["allow_schedule_change"]:
         fields = ", ".join(f"{k} (checkpoint {a!r}, config {b!r})" for k, (a, b) in changed.items())
         raise ConfigError(f"the checkpoint in {run_dir} has other values of keys that define the LR schedule: {fields}. "
                           "Pass the checkpoint's values, or --allow_schedule_change=True to continue under the new ones")
+
+
+def check_same_model(mcfg, ckpt, run_dir):
+    saved = asdict(ModelConfig(**ckpt["model_config"]))  # fields added since the checkpoint: their defaults
+    mismatched = {k: (v, saved.get(k)) for k, v in asdict(mcfg).items() if saved.get(k) != v}
+    if mismatched:
+        fields = ", ".join(f"{k} (checkpoint {old!r}, config {new!r})" for k, (new, old) in mismatched.items())
+        raise ConfigError(f"the checkpoint in {run_dir} is of another model config: {fields}")
 
 
 def diverged(what, it, out_dir):
@@ -462,6 +606,22 @@ def start_wandb(c, cfg, run_id=None):
         return wandb.init(mode="offline", **kw)
 
 
+def read_metrics(path):
+    """The records of a metrics.jsonl. A cut-off last line (what a full disk or a kill mid-write leaves) is
+    dropped with a message; any other line that is not JSON stops with its line number."""
+    with open(path) as f:
+        lines = [(n, l) for n, l in enumerate(f, 1) if l.strip()]
+    records = []
+    for n, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n != lines[-1][0]:
+                raise ConfigError(f"{path} line {n} is not JSON: repair or delete that line, then resume") from None
+            print(f"{path}: dropped its cut-off last line {n} ({len(line.rstrip())} characters), the rest is kept")
+    return records
+
+
 class Logger:
     """One place every record goes: stdout, out_dir/metrics.jsonl (one JSON object per line) and wandb.
     A resumed run first drops the rows its checkpoint does not cover, so no iteration is logged twice."""
@@ -470,8 +630,7 @@ class Logger:
         path = os.path.join(c.out_dir, "metrics.jsonl")
         src = parent_log or path  # a branch starts with its parent's rows before the branch point
         if resume_iter is not None and os.path.exists(src):
-            with open(src) as f:
-                kept = [l for l in f if l.strip() and json.loads(l).get("iter", 0) < resume_iter]
+            kept = [json.dumps(r) + "\n" for r in read_metrics(src) if r.get("iter", 0) < resume_iter]
             with open(path + ".tmp", "w") as f:
                 f.writelines(kept)
             os.replace(path + ".tmp", path)
@@ -514,16 +673,31 @@ def evals_after(it, c):
 
 
 def dry_run_report(c, cfg):
-    """The resolved config, checked as a real run would check it, and the model's size."""
+    """The resolved config, checked as a real run checks it before it starts, the model's size and the memory
+    it needs. Only the embedded corpus is prepared (as a run would); nothing else is written. Data not prepared
+    yet and memory short on this machine are notes, not errors (preflight)."""
     check_config(c, 1)
-    loss_path(c, runtime(c)[1])
-    mcfg = model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
+    dev, device_type, use_bf16, _, _ = runtime(c)
+    ce_path = loss_path(c, device_type)
+    if c.dataset == "shakespeare" and not is_prepared("shakespeare"):
+        from data.shakespeare.prepare import prepare
+        prepare()
+    data = open_data(c) if is_prepared(c.dataset) else None
+    mcfg, need = preflight(c, data, dev, device_type, use_bf16, ce_path, dry_run=True)
     with torch.device("meta"):  # no memory, even for 3B
         net = Transformer(mcfg)
     build_strategy(c, cfg, net)
+    if c.init_from != "scratch":  # the checkpoint's model, schedule and data keys, as the run compares them
+        start, run_dir = load_start(c, "cpu")
+        check_same_model(mcfg, start, run_dir)
+        continue_config(dict(cfg), start, run_dir)
     total, non_embedding = net.num_params()
     print(json.dumps({k: v for k, v in cfg.items() if k != "dry_run"}, indent=1, default=str))
-    print(f"# model {c.model}: {total:,} parameters ({non_embedding:,} non-embedding); strategy {c.strategy}")
+    print(f"# model {c.model}: {total:,} parameters ({non_embedding:,} non-embedding); strategy {c.strategy}; "
+          f"about {gib(need)} of memory per process on {dev}")
+    if data is None:
+        print(f"# note: dataset {c.dataset!r} is not prepared, so vocab_size and block_size were not checked against it; "
+              f"the run needs `{PREPARE.get(c.dataset, 'its prepare.py')}` first")
 
 
 def train(cfg):
@@ -542,8 +716,6 @@ def train(cfg):
     torch.backends.cuda.matmul.allow_tf32 = True  # any fp32 matmul left outside autocast
     torch.backends.cudnn.allow_tf32 = True
     start, run_dir = load_start(c, dev)  # the checkpoint to resume or branch from
-    if master:
-        prepare_out_dir(c)
 
     # --- data; the embedded corpus is prepared on first use
     if c.dataset == "shakespeare" and not is_prepared("shakespeare"):
@@ -552,10 +724,7 @@ def train(cfg):
             prepare()
         if ddp:
             torch.distributed.barrier()
-    try:
-        data = TokenData(c.dataset)
-    except FileNotFoundError as e:
-        raise ConfigError(str(e)) from None
+    data = open_data(c)
     cfg["tokenizer"] = data.tokenizer
     val_tokens = data.tokens("val")
     accum = c.grad_accum // world_size
@@ -568,20 +737,18 @@ def train(cfg):
                       for t in data.batch("train", c.seed, it, rank * accum + m, c.batch_size, c.block_size))
                 for m in range(accum)]
 
-    # --- model, strategy, resume
-    mcfg = model_config(c, data.vocab_size)
+    # --- model, strategy, resume: everything is checked before the first allocation or write
+    mcfg, _ = preflight(c, data, dev, device_type, use_bf16, ce_path, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     if start is not None:
-        saved = asdict(ModelConfig(**start["model_config"]))  # fields added since the checkpoint: their defaults
-        mismatched = {k: (v, saved.get(k)) for k, v in asdict(mcfg).items() if saved.get(k) != v}
-        if mismatched:
-            fields = ", ".join(f"{k} (checkpoint {old!r}, config {new!r})" for k, (new, old) in mismatched.items())
-            raise ConfigError(f"the checkpoint in {run_dir} is of another model config: {fields}")
-        continue_config(cfg, start, run_dir)  # a branch's max_iters and schedule; refuses a changed schedule
+        check_same_model(mcfg, start, run_dir)
+        continue_config(cfg, start, run_dir)  # a branch's max_iters and schedule; refuses a changed schedule or data
         c = types.SimpleNamespace(**cfg)
     torch.manual_seed(c.seed)
     raw_model = Transformer(mcfg).to(dev)
     raw_model.fused_ce = ce_path  # training's loss; eval passes no targets and gets logits
     strategy = build_strategy(c, cfg, raw_model)
+    if master:  # the first write, once every check has passed
+        prepare_out_dir(c)
     iter_num, best_val, wandb_id = 0, float("inf"), None
     if start is not None:  # weights, strategy state, RNG and iteration; batches are a function of the iteration
         raw_model.load_state_dict(start["model"])
@@ -729,9 +896,13 @@ def train(cfg):
         torch.distributed.destroy_process_group()
 
 
-if __name__ == "__main__":
-    config = parse_config(sys.argv[1:])
+def main(argv):
+    config = parse_config(argv)
     if config["dry_run"]:
         dry_run_report(types.SimpleNamespace(**config), config)
     else:
         train(config)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -159,15 +159,26 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Validation perplexity and bits per byte of a nanoLR checkpoint.")
     p.add_argument("--ckpt", required=True, help="run directory or ckpt.pt written by train.py")
     p.add_argument("--data", default=None, help="val.bin (uint16); default: data/<dataset>/val.bin of the run")
-    p.add_argument("--eval_tokens", type=int, default=None,
+    p.add_argument("--eval_tokens", default=None,
                    help="token budget (default: the run's eval_tokens; 10,000,000 with --galore_compat)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--block_size", type=int, default=None, help="window length (default: the model's block_size)")
+    p.add_argument("--batch_size", default="8")
+    p.add_argument("--block_size", default=None, help="window length (default: the model's block_size)")
     p.add_argument("--galore_compat", action="store_true", help="the GaLore/LLR papers' convention (see the docstring)")
-    p.add_argument("--max_length", type=int, default=None, help="--galore_compat truncation (LLR 1024, GaLore 256; default block_size)")
+    p.add_argument("--max_length", default=None, help="--galore_compat truncation (LLR 1024, GaLore 256; default block_size)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
+    # the counts are checked here, before any loading: an explicit 0 is refused, never read as "the default"
+    for key, example in (("eval_tokens", 1000000), ("batch_size", 8), ("block_size", 256), ("max_length", 256)):
+        text = getattr(args, key)
+        if text is not None:
+            try:
+                n = int(text)
+            except ValueError:
+                n = 0
+            if n <= 0:
+                raise ValueError(f"--{key}={text}: expected a positive integer, e.g. --{key}={example}")
+            setattr(args, key, n)
     net, ckpt = M.model_from_checkpoint(args.ckpt, args.device)
     tok = get_tokenizer(tokenizer_of(ckpt))
     check_vocab(net.cfg.vocab_size, tok)

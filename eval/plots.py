@@ -135,7 +135,10 @@ def read_metrics(run_dir):
         raise SystemExit(f"error: {path} does not exist: pass the out_dir of a train.py run")
     records = {}
     for line in open(path):
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill or a full disk
         if "iter" in rec:
             records.setdefault(rec["iter"], {}).update(rec)  # a resumed run's lines replace the earlier ones
     return [records[k] for k in sorted(records)]

@@ -1,11 +1,15 @@
 """The benchmark scripts run end to end on a tiny model and print what the README quotes."""
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 import bench
 from eval import htsr
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model=llama_nano", "--batch_size=2", "--block_size=32", "--steps=1", "--compile=False", "--dtype=float32"]
 
 
@@ -39,3 +43,23 @@ def test_spectral_bench_times_every_route_and_agrees_with_weightwatcher(capsys):
     assert sorted(picks) == ["176x64 gram", "256x64 gram", "64x64 gram"]  # the Gram route on a CPU
     rel = float(re.search(r"max relative \|Δalpha\| ks vs weightwatcher: (\S+)", out).group(1))
     assert rel < 1e-3
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--steps=abc", "--steps=abc: expected a positive integer, e.g. --steps=10"),
+    ("--steps=0", "--steps=0: expected a positive integer, e.g. --steps=10"),
+    ("--rounds=-1", "--rounds=-1: expected a positive integer, e.g. --rounds=3"),
+    ("--stpes=3", "unknown config key 'stpes'; did you mean steps"),  # bench's flags are among the candidates
+    ("--rouds=2", "unknown config key 'rouds'; did you mean rounds"),
+    ("--proflie", "unknown config key 'proflie'; did you mean profile"),
+    ("--llr=maybe", "--llr=maybe: expected bool"),
+])
+def test_bench_bad_flags_are_one_config_error(arg, message):
+    with pytest.raises(SystemExit, match=re.escape("config error: " + message)):
+        bench.main(TINY + [arg])
+
+
+def test_bench_cli_bad_steps_is_one_line():
+    p = subprocess.run([sys.executable, "bench.py", "--model=llama_nano", "--steps=abc"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode != 0 and p.stdout == "" and "Traceback" not in p.stderr
+    assert p.stderr.splitlines() == ["config error: --steps=abc: expected a positive integer, e.g. --steps=10"]

@@ -1,5 +1,6 @@
 """Export to Hugging Face transformers: the exported model's logits equal ours."""
 import os
+import re
 import subprocess
 import sys
 
@@ -65,3 +66,51 @@ def test_export_checks_tokenizer_and_vocab(tmp_path):
     with pytest.raises(ValueError, match="vocab_size=256 is smaller than the 'gpt2' tokenizer"):
         export_hf.export(str(tmp_path / "gpt2.pt"), str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "o")
+
+
+def snapshot(d):
+    return {p: open(os.path.join(r, p), "rb").read() for r, _, fs in os.walk(d) for p in fs}
+
+
+@pytest.mark.parametrize("case,message", [
+    ("file", r"--out '.*afile' is a file: pass a directory"),
+    ("own_dir", r"--out '.*run' is the checkpoint's own directory: pass a new one, e.g. --out .*run/hf"),
+    ("other_run", r"--out '.*other' holds a run \(config.json \(not a Hugging Face config\)\): pass a new directory"),
+    ("qk_norm", r"the checkpoint has 2 weight\(s\) that the LlamaForCausalLM export cannot map: blocks.0.attn.q_norm.weight, "
+                r"blocks.1.attn.q_norm.weight; export_hf.py's llama_state must map them"),
+])
+def test_export_cli_refuses_and_touches_nothing(tmp_path, case, message):
+    """--out a file (it printed 'wrote' and wrote nothing), a run's directory (its config.json was replaced), or a
+    checkpoint with weights no HF weight takes (they were dropped): one line, exit 2, every file as it was."""
+    cfg = M.ModelConfig(arch="llama", n_layer=2, n_head=2, n_embd=32, vocab_size=256, block_size=16)
+    sd = M.Transformer(cfg).state_dict()
+    if case == "qk_norm":  # a fork's QK-norm gains
+        sd.update({f"blocks.{i}.attn.q_norm.weight": torch.ones(16) for i in range(2)})
+    run, other = tmp_path / "run", tmp_path / "other"
+    run.mkdir(), other.mkdir()
+    torch.save(dict(model=sd, model_config=vars(cfg), tokenizer="byte", config=dict(tokenizer="byte")), run / "ckpt.pt")
+    (run / "config.json").write_text('{"model": "llama_nano", "learning_rate": 0.001}')
+    (run / "metrics.jsonl").write_text('{"iter": 0}\n')
+    (other / "config.json").write_text('{"model": "llama_nano"}')  # train.py's config.json alone marks a run
+    (tmp_path / "afile").write_text("keep me")
+    out = {"file": tmp_path / "afile", "own_dir": run, "other_run": other, "qk_norm": tmp_path / "hf"}[case]
+    before = snapshot(tmp_path)
+    p = subprocess.run([sys.executable, "eval/export_hf.py", "--ckpt", str(run), "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "wrote" not in p.stdout
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and re.fullmatch("error: " + message + ".*", lines[0]), p.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_export_overwrites_an_earlier_export(tmp_path):
+    cfg = M.ModelConfig(arch="gpt", n_layer=1, n_head=2, n_embd=32, vocab_size=256, block_size=16)
+    torch.save(dict(model=M.Transformer(cfg).state_dict(), model_config=vars(cfg), tokenizer="byte"), tmp_path / "ckpt.pt")
+    export_hf.export(str(tmp_path), str(tmp_path / "hf"))
+    export_hf.export(str(tmp_path), str(tmp_path / "hf"))  # the user's own output: replaced, not refused
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "hf").model_type == "gpt2"
+    sd = M.Transformer(cfg).state_dict()
+    sd["head.weight"] = sd["head.weight"] + 1  # a fork that unties GPT's head: GPT2LMHeadModel cannot hold it
+    torch.save(dict(model=sd, model_config=vars(cfg), tokenizer="byte"), tmp_path / "untied.pt")
+    with pytest.raises(ValueError, match="head.weight differs from embed.weight"):
+        export_hf.export(str(tmp_path / "untied.pt"), str(tmp_path / "hf2"))

@@ -95,6 +95,21 @@ def test_cli_bad_input(run):
     assert p.returncode != 0 and "no validation tokens" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("flag,value", [("--eval_tokens", "0"), ("--eval_tokens", "-5"), ("--batch_size", "0"),
+                                        ("--batch_size", "-1"), ("--batch_size", "abc"), ("--block_size", "0"),
+                                        ("--max_length", "0"), ("--max_length", "2.5")])
+def test_cli_counts_must_be_positive(run, flag, value):
+    """0 is never read as "the default" (it was: --eval_tokens 0 used the run's budget; --batch_size 0 crashed in range())."""
+    d, _ = run
+    with pytest.raises(ValueError, match=rf"^{flag}={value}: expected a positive integer, e.g. {flag}=\d+$"):
+        P.main(["--ckpt", str(d), flag, value, "--galore_compat"] if flag == "--max_length" else ["--ckpt", str(d), flag, value])
+    if (flag, value) == ("--batch_size", "0"):
+        p = subprocess.run([sys.executable, "eval/perplexity.py", "--ckpt", str(d), flag, value],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode != 0 and "Traceback" not in p.stderr and p.stdout == ""
+        assert p.stderr.splitlines() == ["error: --batch_size=0: expected a positive integer, e.g. --batch_size=8"]
+
+
 def test_vocab_mismatch(run, nano):
     d, _ = run
     torch.save(dict(model=nano.state_dict(), model_config=vars(nano.cfg), tokenizer="gpt2", config={}), d / "bad.pt")

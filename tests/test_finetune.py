@@ -334,6 +334,26 @@ def test_bad_input_is_one_config_error(overrides, message, fixtures):
         finetune.finetune(config(fixtures, **overrides))
 
 
+@pytest.mark.parametrize("damage", ["half", "random", "not_finetune"])
+def test_resume_from_a_corrupt_checkpoint_is_one_config_error(damage, tmp_path, fixtures):
+    """--init_from=resume from a truncated, random or foreign ckpt.pt: one line, non-zero exit, out_dir untouched."""
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save(dict(model={"w": torch.randn(64, 64)}, config={}, iter_num=3), ckpt)  # a train.py-like dict
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"half": data[:len(data) // 2], "random": bytes(range(256)) * 8, "not_finetune": data}[damage])
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    message = "is not a finetune.py checkpoint" if damage == "not_finetune" else r"ckpt\.pt' is corrupt or truncated"
+    with pytest.raises(SystemExit, match="cannot resume: .*" + message):
+        finetune.finetune(config(fixtures, init_from="resume", out_dir=str(tmp_path)))
+    if damage == "half":
+        argv = [f"--hf_model={fixtures / 'distilbert'}", "--tokenizer=byte", "--task=jsonl", "--init_from=resume",
+                f"--train_file={fixtures / 'train.jsonl'}", f"--val_file={fixtures / 'val.jsonl'}", f"--out_dir={tmp_path}"]
+        p = subprocess.run([sys.executable, "finetune.py", *argv], cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("config error: cannot resume:"), p.stderr
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before
+
+
 def test_pretrained_weights_missing_suggests_from_scratch(tmp_path, fixtures):
     TINY["llama"]().save_pretrained(tmp_path)  # config only
     with pytest.raises(SystemExit, match="add --from_scratch"):

@@ -14,7 +14,7 @@ from conftest import ROOT
 # module -> the project modules it may import (data/ and eval/ count as one package each)
 ALLOWED = {"model": set(), "spectral": set(), "rules": set(), "groups": set(), "data": set(),
            "optim": {"rules", "spectral", "groups"}, "eval": {"model", "optim", "groups", "spectral", "rules", "data", "eval"},
-           "train": {"model", "optim", "spectral", "data", "eval"}, "finetune": {"optim", "train", "data", "eval"}, "bench": {"model", "optim", "groups", "data", "eval", "train", "spectral"}}
+           "train": {"model", "optim", "spectral", "data", "eval"}, "finetune": {"model", "optim", "train", "data", "eval"}, "bench": {"model", "optim", "groups", "data", "eval", "train", "spectral"}}
 
 
 def project_files():

@@ -106,3 +106,37 @@ def test_cli_prints_counts_for_135m():
 def test_presets_are_all_buildable():
     for name in PRESETS:
         assert build_meta(name).num_params()[0] > 0
+
+
+@pytest.mark.parametrize("damage", ["half", "random", "empty"])
+def test_corrupt_checkpoint_is_one_value_error_naming_the_file(tmp_path, damage):
+    """A truncated (interrupted copy, full disk), random or empty ckpt.pt: one ValueError naming the file and
+    the fix, whichever error torch, pickle or zipfile raised; train.py's resume prints it as one config error."""
+    import model as M
+    torch.manual_seed(0)
+    net = Transformer(config_from_preset("llama_nano"))
+    torch.save(dict(model=net.state_dict(), model_config=vars(net.cfg)), tmp_path / "ckpt.pt")
+    data = (tmp_path / "ckpt.pt").read_bytes()
+    data = {"half": data[:len(data) // 2], "random": bytes(range(256)) * 8, "empty": b""}[damage]
+    (tmp_path / "ckpt.pt").write_bytes(data)
+    with pytest.raises(ValueError, match=r"ckpt\.pt' is corrupt or truncated \(.*\): replace it with a kept ckpt_<iter>\.pt") as e:
+        M.load_checkpoint(str(tmp_path))
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+    if damage == "half":
+        p = subprocess.run([sys.executable, "train.py", "--init_from=resume", f"--out_dir={tmp_path}", "--model=llama_nano"],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.strip().splitlines() == [p.stderr.strip()] and "cannot resume:" in p.stderr
+        assert "corrupt or truncated" in p.stderr and (tmp_path / "ckpt.pt").read_bytes() == data
+
+
+def test_an_error_of_loading_is_not_called_corruption(tmp_path, monkeypatch):
+    """Out of memory while loading a good file: one ValueError, but never 'corrupt' (a user would delete the file)."""
+    import model as M
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(torch, "load", oom)
+    with pytest.raises(ValueError, match=r"is not a readable checkpoint \(OutOfMemoryError: CUDA out of memory\)$"):
+        M.load_checkpoint(str(tmp_path))

@@ -276,6 +276,21 @@ def test_degenerate_inputs_skipped_in_analyze():
         assert "alpha" not in rows[name]
 
 
+@pytest.mark.parametrize("method", ["median", "ks", "fix-finger"])
+def test_vector_shaped_matrices_skipped_in_analyze(method):
+    """A 1xN or Nx1 matrix has one eigenvalue: skipped with its reason, like a rank-1 matrix, never an error."""
+    g = torch.Generator().manual_seed(0)
+    mats = {"row": torch.randn(1, 40, generator=g), "col": torch.randn(40, 1, generator=g), "one": torch.ones(1, 1),
+            "conv": torch.randn(1, 1, 1, 1, generator=g), "good": torch.randn(80, 60, generator=g)}
+    rows = {r["name"]: r for r in spectral.analyze(mats, method=method)}
+    assert rows["good"]["skipped"] is None and "alpha" in rows["good"]
+    for name in ("row", "col", "one", "conv"):
+        assert "single eigenvalue" in rows[name]["skipped"] and "alpha" not in rows[name], rows[name]
+    net = nn.Sequential(nn.Linear(16, 1), nn.Linear(1, 16))  # a module: the same rows
+    assert [r["skipped"] for r in spectral.analyze(net, method=method)] == [
+        "1x16 matrix: a single eigenvalue has no tail to fit", "16x1 matrix: a single eigenvalue has no tail to fit"]
+
+
 def test_conv2d_pooled_matches_weightwatcher():
     ww = pytest.importorskip("weightwatcher")
     torch.manual_seed(0)
