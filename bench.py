@@ -19,7 +19,9 @@ import types
 
 import torch
 
+import configurator
 import optim
+import preflight
 import train
 from model import PRESETS, ModelConfig, Transformer
 
@@ -68,17 +70,17 @@ def bench_flags(argv):
         key, eq, value = arg[2:].partition("=")
         if not arg.startswith("--") or key not in BENCH_FLAGS:
             if arg.startswith("--") and key not in train.DEFAULTS:
-                raise train.unknown_key(key, [*train.DEFAULTS, *BENCH_FLAGS])
+                raise configurator.unknown_key(key, [*train.DEFAULTS, *BENCH_FLAGS])
             rest.append(arg)
         elif isinstance(BENCH_FLAGS[key], bool):
-            flags[key] = train.coerce(key, value if eq else "true", False, from_text=True)
+            flags[key] = configurator.coerce(key, value if eq else "true", False, from_text=True)
         else:
             try:
                 flags[key] = int(value)
             except ValueError:
                 flags[key] = 0
             if flags[key] <= 0:
-                raise train.ConfigError(f"{arg}: expected a positive integer, e.g. --{key}={BENCH_FLAGS[key]}")
+                raise configurator.ConfigError(f"{arg}: expected a positive integer, e.g. --{key}={BENCH_FLAGS[key]}")
     return flags, rest
 
 
@@ -87,8 +89,8 @@ def main(argv):
     mode_llr, mode_profile, mode_ce, steps, rounds = (flags[k] for k in ("llr", "profile", "ce", "steps", "rounds"))
     cfg = train.parse_config(argv)
     c = types.SimpleNamespace(**cfg)
-    dev, device_type, use_bf16, ctx, use_compile = train.runtime(c)
-    mcfg = train.model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
+    dev, device_type, use_bf16, ctx, use_compile = preflight.runtime(c)
+    mcfg = preflight.model_config(c, c.vocab_size or PRESETS[c.model]["vocab_size"])
     B, T = c.batch_size, c.block_size
     x = torch.randint(0, mcfg.vocab_size, (B, T), device=dev)
     name = torch.cuda.get_device_name() if device_type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -98,7 +100,7 @@ def main(argv):
 
     torch.manual_seed(c.seed)
     model = Transformer(mcfg).to(dev)
-    model.fused_ce = train.loss_path(c, device_type)  # the loss path train.py would run
+    model.fused_ce = preflight.loss_path(c, device_type)  # the loss path train.py would run
     runner = torch.compile(model) if use_compile else model
     if mode_ce:
         return bench_ce(model, runner, x, ctx, steps, rounds, device_type)
@@ -121,7 +123,7 @@ def main(argv):
         strategy.zero_grad()
     dt = time_steps(train_step, steps, 3, device_type)
     tok_s = B * T / dt
-    peak = train.peak_flops_of(device_type, c.peak_flops)
+    peak = preflight.peak_flops_of(device_type, c.peak_flops)
     mfu = f", MFU {100 * model.flops_per_token() * tok_s / peak:.1f}%" if peak else ""
     print(f"nanoLR {c.model} train step ({c.strategy}): {tok_s:,.0f} tok/s{mfu}")
     if mode_profile:

@@ -12,9 +12,9 @@ eval/zeroshot.py, one by one or all together), or causal-LM fine-tuning on local
     python finetune.py configs/finetune_trec6.py --init_from=resume     # continue from out_dir/ckpt.pt
     python finetune.py configs/finetune_trec6.py --dry_run              # load the data, print the resolved config, exit
 
-The config mechanism is train.py's: Python config files in order, then --key=value; the keys are the globals
-below plus the strategy keys of optim.py. Method files of configs/ see `model` (the last part of hf_model) for
-their out_dir. max_iters is epochs x updates per epoch, and epoch_iters (the epoch of STLR, SGDR, gradual
+The config mechanism is train.py's (configurator.py): Python config files in order, then --key=value; the keys
+are the globals below plus the strategy keys of optim.py. Method files of configs/ see `model` (the last part of
+hf_model) for their out_dir. max_iters is epochs x updates per epoch, and epoch_iters (the epoch of STLR, SGDR, gradual
 unfreezing, DALS-Acc, TempBalance) is one pass over the training rows. Logs, checkpoints and the final model
 (out_dir/hf, save_pretrained) follow train.py: metrics.jsonl rows with train_loss and lr, and at every eval
 val_loss, val_acc and val_f1 (macro-F1). docs/finetune.md has the tasks, their fields and the regimes.
@@ -31,9 +31,12 @@ import torch
 import torch.nn.functional as F
 
 import optim
-import train
+from checkpoint import diverged, prepare_out_dir, rng_state, save_checkpoint, schedule_keys, set_rng_state, write_config
+from configurator import ConfigError, parse_config
 from eval import zeroshot
+from logger import Logger
 from model import read_checkpoint_file
+from preflight import runtime
 
 # -----------------------------------------------------------------------------------------------
 # Run config
@@ -76,10 +79,9 @@ RUN_KEYS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 assert not set(RUN_KEYS) & set(optim.hyperparameters()), "a run key shadows a strategy key"
 DEFAULTS = {**RUN_KEYS, **optim.hyperparameters(), "learning_rate": 5e-5, "warmup_frac": 0.06,
             "weight_decay": 0.01, "beta2": 0.999, "grad_clip": 1.0, "min_lr_ratio": 0.0}  # the usual fine-tuning values
-# the keys a resumed run must share with its checkpoint (with train.schedule_keys)
+# the keys a resumed run must share with its checkpoint (with checkpoint.schedule_keys)
 DATA_KEYS = ("hf_model", "from_scratch", "head", "tokenizer", "task", "train_file", "val_file", "max_length",
              "train_limit", "val_limit", "epochs", "batch_size", "seed")
-ConfigError = train.ConfigError
 
 # The hub tasks: dataset, fields, label names in the order of their ids, and the splits used for train / val.
 TASKS = {
@@ -407,7 +409,7 @@ def export(model, tok, out_dir):
 
 def resume_check(cfg, old, out_dir):
     """A resumed run shares its data keys with the checkpoint, and its schedule keys unless allow_schedule_change."""
-    keys = list(DATA_KEYS) + [k for k in train.schedule_keys(old, cfg) if not cfg["allow_schedule_change"]]
+    keys = list(DATA_KEYS) + [k for k in schedule_keys(old, cfg) if not cfg["allow_schedule_change"]]
     plain = lambda v: tuple(map(plain, v)) if isinstance(v, (list, tuple)) else v
     changed = {k: (old.get(k), cfg.get(k)) for k in keys if plain(old.get(k)) != plain(cfg.get(k))}
     if changed:
@@ -422,7 +424,7 @@ def prepare(cfg):
     """Everything before the first update: data, tokens, model on the device, strategy. Returns a namespace."""
     c = types.SimpleNamespace(**cfg)
     check_config(c)
-    dev, _, use_bf16, ctx, use_compile = train.runtime(c)
+    dev, _, use_bf16, ctx, use_compile = runtime(c)
     tr, va, labels = load_rows(c)
     encode, pad_id, vocab, tok = get_tokenizer(c)
     if c.head == "choice":  # one (context, continuation) pair per choice
@@ -464,14 +466,14 @@ def finetune(cfg):
         if not isinstance(start, dict) or not {"model", "strategy", "config", "hf_config"} <= set(start):
             raise ConfigError(f"cannot resume: {path} is not a finetune.py checkpoint (start with --init_from=scratch "
                               "in another out_dir)")
-    train.prepare_out_dir(c0)
+    prepare_out_dir(c0)
     run = prepare(cfg)
     c, model, strategy = run.c, run.model, run.strategy
     if start is not None:
         resume_check(cfg, start["config"], c.out_dir)
         model.load_state_dict(start["model"])
         strategy.load_state_dict(start["strategy"])
-        train.set_rng_state(start["rng"])
+        set_rng_state(start["rng"])
     iter_num, best_val = (start["iter_num"], start["best_val_loss"]) if start else (0, float("inf"))
     history, wandb_id = (list(start.get("history", [])), start.get("wandb_id")) if start else ([], None)
     start = None
@@ -480,17 +482,17 @@ def finetune(cfg):
     print(f"finetune {c.hf_model}{' (from scratch)' if c.from_scratch else ''} on {c.task}: {len(run.train_set):,} train / "
           f"{len(run.val_set):,} val rows, {len(run.labels) or 'lm'} labels | {total_params:,} parameters | strategy {c.strategy} | "
           f"{c.max_iters} updates ({run.per_epoch}/epoch) | device {run.dev} {'bf16' if run.use_bf16 else 'fp32'}")
-    logger = train.Logger(c, cfg, iter_num if c.init_from == "resume" else None, wandb_id)
-    train.write_config(c.out_dir, cfg)  # what ran, also when no checkpoint is written
+    logger = Logger(c, cfg, iter_num if c.init_from == "resume" else None, wandb_id)
+    write_config(c.out_dir, cfg)  # what ran, also when no checkpoint is written
 
     def checkpoint(it):
         if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise train.diverged("non-finite weights", it, c.out_dir)
+            raise diverged("non-finite weights", it, c.out_dir)
         if c.write_checkpoints:
-            train.save_checkpoint(c.out_dir, dict(model=model.state_dict(), strategy=strategy.state_dict(), iter_num=it,
-                                                  best_val_loss=best_val, config=cfg, rng=train.rng_state(),
-                                                  hf_config=run.hf_cfg.to_dict(), labels=run.labels, history=history,
-                                                  wandb_id=logger.run.id if logger.run else wandb_id))
+            save_checkpoint(c.out_dir, dict(model=model.state_dict(), strategy=strategy.state_dict(), iter_num=it,
+                                            best_val_loss=best_val, config=cfg, rng=rng_state(),
+                                            hf_config=run.hf_cfg.to_dict(), labels=run.labels, history=history,
+                                            wandb_id=logger.run.id if logger.run else wandb_id))
 
     start_iter, t_last, tokens_since = iter_num, time.time(), 0
     model.train()
@@ -500,7 +502,7 @@ def finetune(cfg):
             with strategy.eval_weights():
                 record = dict(iter=it, epoch=it / run.per_epoch, **evaluate(fwd, c, run.val_set, run.pad_id, run.dev, run.ctx, run.val_tasks))
                 if not math.isfinite(record["val_loss"]):
-                    raise train.diverged(f"validation loss is {record['val_loss']}", it, c.out_dir)
+                    raise diverged(f"validation loss is {record['val_loss']}", it, c.out_dir)
                 best_val = min(best_val, record["val_loss"])
                 if it > start_iter or it == 0:
                     history.append(dict(record))
@@ -523,7 +525,7 @@ def finetune(cfg):
         if it % c.log_interval == 0 or record:
             train_loss = loss.item()
             if not math.isfinite(train_loss):
-                raise train.diverged(f"train loss is {train_loss}", it, c.out_dir)
+                raise diverged(f"train loss is {train_loss}", it, c.out_dir)
             dt, t_last = time.time() - t_last, time.time()
             record.update(iter=it, train_loss=train_loss, lr=max(strategy.lrs().values()),
                           tok_per_s=tokens_since / dt if dt > 0 else 0.0, **strategy.log_record())
@@ -549,5 +551,5 @@ def dry_run_report(cfg):
 
 
 if __name__ == "__main__":
-    config = train.parse_config(sys.argv[1:], DEFAULTS, default_files=(), names=config_names)
+    config = parse_config(sys.argv[1:], DEFAULTS, default_files=(), names=config_names)
     dry_run_report(config) if config["dry_run"] else finetune(config)

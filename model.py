@@ -33,6 +33,7 @@ class ModelConfig:
     norm_eps: float = 0.0     # 0 means 1e-6 for LLaMA (RMSNorm) and 1e-5 for GPT (LayerNorm)
     init_std: float = 0.02
     dropout: float = 0.0
+    qk_norm: bool = False     # normalize each head's q and k before RoPE (OLMo 2, Qwen3): bounded attention logits
     # width/depth parametrization (docs/mup.md): 'sp' (standard, the rules above), 'mup' (Yang et al. 2022) or
     # 'completep' (muP + depth, Dey et al. 2025), relative to a tuned base model of n_embd = base_width,
     # n_layer = base_depth and head dim base_head_dim (0: this model's head dim)
@@ -125,10 +126,15 @@ class Attention(nn.Module):
         self.k = nn.Linear(d, d, bias=False)
         self.v = nn.Linear(d, d, bias=False)
         self.o = nn.Linear(d, d, bias=False)
+        self.qk_norm = cfg.qk_norm  # one norm per head dim, shared by the heads (Wortsman et al. 2023, arXiv 2309.14322)
+        if self.qk_norm:
+            self.q_norm, self.k_norm = make_norm(cfg, d // cfg.n_head), make_norm(cfg, d // cfg.n_head)
 
     def forward(self, x, cos=None, sin=None):
         B, T, C = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
             q, k = apply_rope(q, cos[:T], sin[:T]), apply_rope(k, cos[:T], sin[:T])
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
@@ -152,10 +158,10 @@ class MLP(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
-def make_norm(cfg):
+def make_norm(cfg, dim=None):
     if cfg.arch == "llama":
-        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
-    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=False)
+        return nn.RMSNorm(dim or cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(dim or cfg.n_embd, eps=cfg.norm_eps, bias=False)
 
 
 class Block(nn.Module):

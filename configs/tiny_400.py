@@ -1,4 +1,4 @@
-# The embedded default until 2026-12-02, and what the README's Results measured: llama_tiny with LLR on
+# The embedded default until 2026-12-02, and what docs/results.md measured: llama_tiny with LLR on
 # Shakespeare bytes, 400 steps of 16 x 256 tokens, evals of 65,536 tokens every 100 steps. About 3.5
 # minutes on a 2-core AVX-512 Xeon in fp32, 13 on a 2-core AVX2-only CPU. `python train.py configs/tiny_400.py`
 model = "llama_tiny"           # 4 layers, 256 wide, vocab 256 (3.3M parameters)

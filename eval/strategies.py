@@ -50,9 +50,9 @@ from model import Transformer, config_from_preset  # noqa: E402
 # Hyperparameters
 
 # Regime a: the values behind the paper's table (docs/strategies.md, CV column). SGD-family
-# decay 5e-4, Adam-family betas (0.9, 0.999). Strategies outside the paper's 18 get the LR of their
-# family. Canonical LARS uses trust 0.001, so its LR is 0.03·0.02/0.001 = 0.6 to keep the paper's
-# trust·η; the faithful LARS runs at 0.03 with trust 0.02.
+# decay 5e-4, Adam-family betas (0.9, 0.999). Strategies outside the paper's 18 get the values of their
+# family (PAPER_FAMILY, by the lr_family each registers) unless listed. Canonical LARS uses trust 0.001, so its
+# LR is 0.03·0.02/0.001 = 0.6 to keep the paper's trust·η; the faithful LARS runs at 0.03 with trust 0.02.
 SGD_WD, ADAM_BETAS = 5e-4, (0.9, 0.999)
 PAPER_HPARAMS = {
     "uniform": dict(learning_rate=3e-4, weight_decay=0.01),
@@ -65,15 +65,27 @@ PAPER_HPARAMS = {
     "grokfast": dict(learning_rate=0.03), "stlr_discriminative": dict(learning_rate=0.05),
     "sam_discriminative": dict(learning_rate=0.05), "dals": dict(learning_rate=0.03),
     "dals_fast": dict(learning_rate=0.05), "dals_acc": dict(learning_rate=0.03),
-    # extras (not in the paper's table): family values
-    "step_decay": dict(learning_rate=0.05), "exponential": dict(learning_rate=0.05), "warmup_cosine": dict(learning_rate=0.05),
-    "cyclical": dict(learning_rate=0.05), "one_cycle": dict(learning_rate=0.05), "adagrad": dict(learning_rate=1e-2, weight_decay=0.0),
-    "rmsprop": dict(learning_rate=3e-4, weight_decay=0.0), "lamb": dict(learning_rate=3e-3, weight_decay=0.01),
-    "adafactor": dict(learning_rate=3e-3, weight_decay=0.0), "llrd": dict(learning_rate=3e-4, weight_decay=0.01),
-    "gradual_unfreezing": dict(learning_rate=3e-4, weight_decay=0.01), "grokfast_ma": dict(learning_rate=0.03),
-    "muon": dict(learning_rate=1e-3, weight_decay=0.01),
+    # extras (not in the paper's table) whose values are not their family's
+    "grokfast_ma": dict(learning_rate=0.03),
     "schedule_free": dict(learning_rate=1e-3, weight_decay=0.01),  # its authors: 1-10x the scheduled AdamW LR
 }
+# family -> its values (SGD-like: the decay above); a rule registered with decoupled_wd gets weight decay 0.01
+PAPER_FAMILY = {
+    "sgd": dict(learning_rate=0.05), "lars": dict(learning_rate=0.6), "dals": dict(learning_rate=0.03),
+    "grokfast": dict(learning_rate=0.03), "adam": dict(learning_rate=3e-4, weight_decay=0.0),
+    "lion": dict(learning_rate=1e-4, weight_decay=0.0), "adagrad": dict(learning_rate=1e-2, weight_decay=0.0),
+    "lamb": dict(learning_rate=3e-3, weight_decay=0.0), "adafactor": dict(learning_rate=3e-3, weight_decay=0.0),
+    "muon": dict(learning_rate=1e-3, weight_decay=0.0),
+}
+
+
+def paper_hparams(name):
+    """Regimes a, d and e: the strategy's values in PAPER_HPARAMS, else its family's."""
+    if name in PAPER_HPARAMS:
+        return PAPER_HPARAMS[name]
+    s = optim.STRATEGIES[name]
+    return dict(PAPER_FAMILY[s.lr_family], **(dict(weight_decay=0.01) if s.decoupled_wd else {}))
+
 
 # Regimes b and c: one LR per family for a 2-layer, 64-wide byte-level LLaMA (llama_nano), the best
 # of a ×3 grid at 200 steps of regime b, seed 0 (final val loss in brackets):
@@ -86,26 +98,16 @@ PAPER_HPARAMS = {
 # the schedule extras take the SGD value. Grokfast's filter g + 2·EMA(g) amplifies the slow gradient
 # (×3, then ×10 through momentum), so it was swept on its own: 0.3 [5.3 at 300 steps], 0.1 [~3.1],
 # 0.03 [2.86], 0.01 [3.26]; it stays well behind plain SGD on this task. Weight decay 0.1 decoupled / 0 coupled; clip 1.0.
+# Each strategy's family (lr_family) and decay (decoupled_wd) are what it registered in optim.
 LM_LR = {
     "sgd": 0.3, "grokfast": 0.03, "adam": 3e-3, "lion": 1e-3, "lars": 10.0, "dals": 0.3, "adagrad": 1e-2, "lamb": 3e-2,
     "adafactor": 3e-2, "muon": 3e-2,
 }
-LM_FAMILY = {
-    "uniform": "adam", "adam": "adam", "adamw": "adam", "adabound": "adam", "radam": "adam", "lookahead_adamw": "adam",
-    "rmsprop": "adam", "llrd": "adam", "gradual_unfreezing": "adam", "schedule_free": "adam", "lion": "lion", "lars": "lars", "dals": "dals",
-    "dals_fast": "dals", "dals_acc": "dals", "adagrad": "adagrad", "lamb": "lamb", "adafactor": "adafactor", "muon": "muon",
-    "grokfast": "grokfast", "llr": "adam", "uniform_upbound": "adam", "blockwise": "adam", "llr_muon": "muon", "uniform_muon": "muon",  # the layerwise family
-    "tempbalance": "adam", "tempbalance_block": "adam", "alphadecay": "adam",  # its HT-SR relatives
-}
-DECOUPLED = {"uniform", "adamw", "lookahead_adamw", "lion", "radam", "llrd", "gradual_unfreezing", "lamb", "muon",
-             "schedule_free"}
-
-
-SLOW = {"muon", "grokfast_ma", "sam", "sam_discriminative", "llr", "llr_muon", "uniform_muon"}  # run these first
 
 
 def lm_hparams(name):
-    return dict(learning_rate=LM_LR[LM_FAMILY.get(name, "sgd")], weight_decay=0.1 if name in DECOUPLED else 0.0, grad_clip=1.0)
+    s = optim.STRATEGIES[name]
+    return dict(learning_rate=LM_LR[s.lr_family], weight_decay=0.1 if s.decoupled_wd else 0.0, grad_clip=1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,7 +165,7 @@ def run_synthetic(name, seed, args):
     torch.manual_seed(seed)
     model = MLP(dims)
     hp = dict(weight_decay=SGD_WD, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], grad_clip=0.0, warmup_frac=0.1)
-    hp.update(PAPER_HPARAMS[name])
+    hp.update(paper_hparams(name))
     if args.faithful and name == "lars":
         hp["learning_rate"] = 0.03
     cfg = optim.default_config(max_iters=T, epoch_iters=steps_per_epoch, dals_acc_t0=max(1, T // 8), faithful=args.faithful, **hp)
@@ -269,7 +271,7 @@ def run_transfer(name, seed, args):
 # ----------------------------------------------------------------------------------------------
 # Regimes d and e: fine-tuning a Hugging Face model (finetune.py) from its pretrained weights (d) and from a
 # random init of the same architecture (e), on the task of --finetune (TREC-6 with DistilBERT by default).
-# Each strategy runs at its regime-a LR (PAPER_HPARAMS) times --ft_lr_scale, with its regime-a weight decay.
+# Each strategy runs at its regime-a LR (paper_hparams) times --ft_lr_scale, with its regime-a weight decay.
 
 
 def run_finetune(name, seed, args, from_scratch=False):
@@ -279,7 +281,7 @@ def run_finetune(name, seed, args, from_scratch=False):
     import subprocess
     out_dir = os.path.join(args.out, "runs", "e" if from_scratch else "d", name, f"seed{seed}")
     shutil.rmtree(out_dir, ignore_errors=True)  # this benchmark's own output: a rerun starts it again
-    hp = dict(PAPER_HPARAMS[name], learning_rate=PAPER_HPARAMS[name]["learning_rate"] * args.ft_lr_scale)
+    hp = dict(paper_hparams(name), learning_rate=paper_hparams(name)["learning_rate"] * args.ft_lr_scale)
     cmd = [sys.executable, "finetune.py", *shlex.split(args.finetune), f"--strategy={name}", f"--seed={1337 + seed}",
            f"--from_scratch={from_scratch}", f"--faithful={args.faithful}", "--write_checkpoints=False", "--log_interval=1000000",
            f"--out_dir={out_dir}", *(f"--{k}={v}" for k, v in hp.items())]
@@ -388,9 +390,13 @@ def main(argv=None):
         bad = [n for n in args.strategies if n not in optim.STRATEGIES]
         if bad:
             raise SystemExit(f"unknown strategies {bad}; available: {', '.join(optim.STRATEGIES)}")
-    missing = [n for n in args.strategies if n not in PAPER_HPARAMS]
-    if missing and set(args.regimes) & {"a", "d", "e"}:
-        raise SystemExit(f"no regime-a hyperparameters (regimes a, d, e use them) for {missing}: add them to PAPER_HPARAMS")
+    for name in args.strategies:  # a family without an LR here stops the benchmark before any run
+        family = optim.STRATEGIES[name].lr_family
+        lm, paper = set(args.regimes) & {"b", "c"}, set(args.regimes) & {"a", "d", "e"} and name not in PAPER_HPARAMS
+        for table, lrs, used in (("LM_LR", LM_LR, lm), ("PAPER_FAMILY", PAPER_FAMILY, paper)):
+            if used and family not in lrs:
+                raise SystemExit(f"strategy {name!r} is registered with lr_family={family!r}, which {table} has no LR "
+                                 f"for: register one of {', '.join(lrs)}, or add {family!r} to {table}")
     bad = [r for r in args.regimes if r not in args.targets]
     if bad:
         raise SystemExit(f"--targets has no value for regime {', '.join(bad)}: add e.g. {bad[0]}=90")
@@ -402,7 +408,7 @@ def main(argv=None):
     for name in dict.fromkeys(n for r in args.regimes for n in CORPORA.get(r, [])):
         corpus(name)  # prepared once, before any worker process starts
     jobs = [(r, n, s, args) for r in args.regimes for n in args.strategies for s in args.seeds]
-    jobs.sort(key=lambda j: (j[0], j[1] not in SLOW))  # longest first keeps both processes busy to the end
+    jobs.sort(key=lambda j: (j[0], not optim.STRATEGIES[j[1]].slow))  # longest first keeps both processes busy
     curves, t0 = {}, time.time()
     if args.jobs > 1:
         import multiprocessing as mp

@@ -9,6 +9,8 @@ import types
 
 import pytest
 
+import checkpoint
+import preflight
 import train
 from model import load_checkpoint
 from test_train import TINY, losses, run_train, text_dataset  # noqa: F401  (fixture)
@@ -97,9 +99,9 @@ def namespace(*args):
 ])
 def test_a_branch_point_that_is_not_there_is_a_config_error(stable, args, message):
     with pytest.raises(SystemExit, match="^" + re.escape(f"config error: {message.format(stable=stable)}")):
-        train.load_start(namespace(f"--init_from={stable}", *args), "cpu")
-    assert train.load_start(namespace(f"--init_from={stable}", "--branch_at=4", "--decay_iters=4"), "cpu")[0]["iter_num"] == 4
-    assert train.load_start(namespace(f"--init_from={stable}/ckpt.pt", "--decay_iters=4"), "cpu")[0]["iter_num"] == 12
+        checkpoint.load_start(namespace(f"--init_from={stable}", *args), "cpu")
+    assert checkpoint.load_start(namespace(f"--init_from={stable}", "--branch_at=4", "--decay_iters=4"), "cpu")[0]["iter_num"] == 4
+    assert checkpoint.load_start(namespace(f"--init_from={stable}/ckpt.pt", "--decay_iters=4"), "cpu")[0]["iter_num"] == 12
 
 
 @pytest.mark.parametrize("args, message", [
@@ -110,7 +112,7 @@ def test_a_branch_point_that_is_not_there_is_a_config_error(stable, args, messag
 ])
 def test_bad_branch_config_is_a_config_error(stable, args, message):
     with pytest.raises(SystemExit, match="^" + re.escape(f"config error: {message.format(stable=stable)}")):
-        train.check_config(namespace(*[a.format(stable=stable) for a in args]), 1)
+        preflight.check_config(namespace(*[a.format(stable=stable) for a in args]), 1)
 
 
 def test_a_branch_needs_a_fresh_out_dir(stable, text_dataset, tmp_path):  # noqa: F811

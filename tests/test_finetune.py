@@ -16,9 +16,9 @@ datasets = pytest.importorskip("datasets")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import configurator  # noqa: E402
 import finetune  # noqa: E402
 import optim  # noqa: E402
-import train  # noqa: E402
 
 TINY = dict(  # 32 wide, 2 layers, vocab 260 (nanoLR's byte tokenizer has 256 ids)
     distilbert=lambda: transformers.DistilBertConfig(vocab_size=260, dim=32, hidden_dim=64, n_layers=2, n_heads=2,
@@ -362,10 +362,10 @@ def test_pretrained_weights_missing_suggests_from_scratch(tmp_path, fixtures):
 
 def test_method_files_compose_and_see_model(fixtures):
     argv = [os.path.join(ROOT, "configs", "llr.py"), f"--hf_model={fixtures / 'llama'}"]
-    cfg = train.parse_config(argv, finetune.DEFAULTS, default_files=(), names=finetune.config_names)
+    cfg = configurator.parse_config(argv, finetune.DEFAULTS, default_files=(), names=finetune.config_names)
     assert cfg["strategy"] == "llr" and cfg["out_dir"] == "out/distilbert-base-uncased_llr" and "model" not in cfg
     with pytest.raises(SystemExit, match="unknown config key 'block_size'"):
-        train.parse_config(["--block_size=64"], finetune.DEFAULTS, default_files=(), names=finetune.config_names)
+        configurator.parse_config(["--block_size=64"], finetune.DEFAULTS, default_files=(), names=finetune.config_names)
 
 
 # ----------------------------------------------------------------------------------------------

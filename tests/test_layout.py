@@ -13,8 +13,17 @@ from conftest import ROOT
 
 # module -> the project modules it may import (data/ and eval/ count as one package each)
 ALLOWED = {"model": set(), "spectral": set(), "rules": set(), "groups": set(), "data": set(),
-           "optim": {"rules", "spectral", "groups"}, "eval": {"model", "optim", "groups", "spectral", "rules", "data", "eval"},
-           "train": {"model", "optim", "spectral", "data", "eval"}, "finetune": {"model", "optim", "train", "data", "eval"}, "bench": {"model", "optim", "groups", "data", "eval", "train", "spectral"}}
+           "schedules": set(), "optim_core": {"schedules", "rules", "groups"},
+           "optim_catalogue": {"optim_core", "schedules", "rules", "groups"},
+           "optim_layerwise": {"optim_core", "schedules", "spectral", "groups"},
+           "optim": {"schedules", "optim_core", "optim_catalogue", "optim_layerwise"},
+           "eval": {"model", "optim", "groups", "spectral", "rules", "data", "eval"},
+           "configurator": set(), "logger": {"configurator", "spectral"},
+           "preflight": {"configurator", "logger", "model", "optim", "spectral", "data"},
+           "checkpoint": {"configurator", "preflight", "model", "optim", "data"},
+           "train": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval"},
+           "finetune": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval"},
+           "bench": {"configurator", "preflight", "model", "optim", "groups", "data", "eval", "train", "spectral"}}
 
 
 def project_files():

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import checkpoint
 import model as M
 import spectral
 import train
@@ -64,7 +65,7 @@ def test_logged_values_equal_analyze_on_the_checkpoint_of_the_same_iteration(mon
     out, proc = monitored
     logged = spectral_by_iter(out)
     assert sorted(logged) == [0, 3, 6]  # every spectral_every iterations, and at max_iters
-    assert train.kept_checkpoints(out) == [0, 3, 6]
+    assert checkpoint.kept_checkpoints(out) == [0, 3, 6]
     for it, (values, skipped) in logged.items():
         net, ckpt = M.model_from_checkpoint(os.path.join(out, f"ckpt_{it}.pt"))
         assert ckpt["iter_num"] == it

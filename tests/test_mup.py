@@ -10,6 +10,7 @@ import torch.nn as nn
 
 import groups
 import optim
+import preflight
 import train
 from eval import coord_check
 from model import ModelConfig, Transformer
@@ -213,4 +214,4 @@ def test_mup_configs_resolve():
     for files in (["configs/llama_60m_mup.py"], ["configs/llama_135m_mup.py"]):
         c = types.SimpleNamespace(**train.parse_config(files))
         assert c.parametrization == "mup" and c.base_width > 0
-        train.check_config(c, 1)
+        preflight.check_config(c, 1)

@@ -1,14 +1,22 @@
 """Strategies of optim.py: schedules against torch.optim.lr_scheduler and closed forms, update rules
 against hand computations of their published formulas, training, resume, bad input."""
 import copy
+import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import optim
 import rules as O
-from model import Transformer, config_from_preset
+from conftest import ROOT
+from model import Transformer, config_from_preset, load_checkpoint
+from test_train import TINY as TINY_TRAIN, losses as train_losses, text_dataset  # noqa: F401  (fixture)
 
 
 def tiny_model(seed=0):
@@ -490,7 +498,7 @@ def test_registry():
 
 
 def out_of_domain(key):
-    inside, _ = optim.DOMAINS[key]
+    inside, _ = optim.KEYS[key].domain
     for value in (-1, -1.5, 2.0, 0, "bogus", 1.5):
         try:
             if not inside(value):
@@ -502,11 +510,153 @@ def out_of_domain(key):
 def test_every_hyperparameter_outside_its_domain_gives_the_same_error_in_every_strategy_that_uses_it():
     messages = {}
     for name, cls in optim.STRATEGIES.items():
-        for key in [*optim.COMMON, *cls.defaults]:
-            if key not in optim.DOMAINS:
-                continue
+        for key in [*optim.COMMON, *cls.defaults]:  # every key has a domain: register refuses one without
             with pytest.raises(optim.ConfigError, match=f"^{key} must be ") as err:
                 optim.build(name, tiny_model(), optim.default_config(**{key: out_of_domain(key)}))
             messages.setdefault(key, set()).add(str(err.value))
     assert all(len(m) == 1 for m in messages.values()), {k: m for k, m in messages.items() if len(m) > 1}
-    assert {"muon_scale", "muon_ns_steps", "sgd_momentum", "beta1"} <= set(messages)
+    assert {"muon_scale", "muon_ns_steps", "sgd_momentum", "beta1", "faithful", "llr_embed_lr"} <= set(messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry: family facts, bad registrations, a strategy added in its own module
+
+
+def test_the_registry_answers_every_family_question():
+    S = optim.STRATEGIES
+    assert optim.LAYERWISE_FAMILY == tuple(n for n in S if S[n].layerwise) and "blockwise" in optim.LAYERWISE_FAMILY
+    assert optim.CATALOGUE + optim.LAYERWISE_FAMILY == tuple(S)
+    assert {n for n in S if not S[n].supports_mup} == {"lars", "lamb", "dals", "dals_fast", "dals_acc"}
+    assert (S["fixed_sgd"].lr_family, S["adamw"].lr_family, S["grokfast_ma"].lr_family, S["dals_acc"].lr_family,
+            S["llr"].lr_family, S["llr_muon"].lr_family) == ("sgd", "adam", "sgd", "dals", "adam", "muon")
+    assert S["uniform"].decoupled_wd and not S["adam"].decoupled_wd and S["sam_discriminative"].slow
+    assert set(optim.FAITHFUL_FLAGS) == {"dals_zero_first_lr", "stlr_double_decay", "stlr_per_epoch", "lars_ref",
+                                         "grokfast_ref", "sam_adaptive", "lookahead_lazy_slow", "sgdr_t0_steps",
+                                         "llr_drop_late_refits"}
+    for name, cls in S.items():  # one declaration per key, defaults and domains from it
+        assert cls.defaults == {k: optim.KEYS[k].default for k in cls.keys} and all(d.doc for d in cls.keys.values())
+
+
+@pytest.mark.parametrize("keys, error, message", [
+    (dict(zz_rate=0.1), TypeError, "@register('zz_new'): key 'zz_rate' has no domain: declare it as zz_rate=key(0.1, "),
+    (dict(zz_rate=optim.key(-1.0, optim.POS, "a rate")), ValueError,
+     "@register('zz_new'): key 'zz_rate' has default -1.0, which is not in (0, inf)"),
+    (dict(zz_rate=optim.key(0.1, optim.POS, "a rate"), sgd_momentum=optim.key(0.5, optim.PROB, "momentum")), ValueError,
+     "@register('zz_new'): key 'sgd_momentum' is declared with default 0.5 (in [0, 1)), but another declaration "
+     "has 0.9"),
+    (dict(learning_rate=optim.key(1.0, optim.POS, "LR")), ValueError, "@register('zz_new'): key 'learning_rate'"),
+])
+def test_a_key_without_a_domain_or_with_a_second_default_fails_at_registration(keys, error, message):
+    with pytest.raises(error, match="^" + re.escape(message)):
+        optim.register("zz_new", "extra", "a rule", "a reference", **keys)(lambda model, cfg: None)
+    assert "zz_new" not in optim.STRATEGIES and "zz_rate" not in optim.KEYS  # nothing half-registered
+
+
+def test_a_taken_strategy_name_fails_at_registration():
+    with pytest.raises(ValueError, match=r"^@register\('uniform'\): a strategy of that name is already registered"):
+        optim.register("uniform", "extra", "a rule", "a reference")(lambda model, cfg: None)
+    assert optim.STRATEGIES["uniform"].rule.startswith("AdamW")
+
+
+# A forker's strategy, in its own file and nothing else: momentum SGD whose gradient on each matrix is scaled by a
+# clamped trust ratio, in the benchmark's LARS family (its default would be 'sgd': it reads sgd_momentum).
+def doc_block(path, first_line):
+    """The fenced code block of a doc that starts with first_line: the recipes of docs/hacking.md run as written."""
+    blocks = re.findall(r"```\w*\n(.*?)```", open(os.path.join(ROOT, path)).read(), re.S)
+    found = [b for b in blocks if b.startswith(first_line)]
+    assert len(found) == 1, f"{path} has {len(found)} code blocks starting with {first_line!r}"
+    return found[0]
+
+
+FORKER_MODULE = doc_block("docs/hacking.md", "# optim_trust.py")  # recipe 1 of docs/hacking.md, as written there
+
+# run in the fork: what the in-process tools see of it
+FORKER_CHECKS = '''
+import json
+import optim
+from eval import strategies as S
+from model import Transformer, config_from_preset
+cfg = optim.default_config(max_iters=20, warmup_iters=4, schedule="wsd", decay_frac=0.5, learning_rate=0.1)
+s = optim.build("trust_sgd", Transformer(config_from_preset("llama_nano", block_size=32)), cfg)
+lam, lrs = optim.schedule(cfg), []
+for it in range(20):
+    s.step(it)  # no gradients: only the LR moves
+    lrs.append(s.lrs())
+print(json.dumps(dict(lrs=lrs, lam=[0.1 * lam(t) for t in range(1, 21)], catalogue=list(optim.CATALOGUE),
+                      lm=S.lm_hparams("trust_sgd"), lm_lr=S.LM_LR, paper=S.paper_hparams("trust_sgd"),
+                      paper_family=S.PAPER_FAMILY)))
+'''
+
+
+@pytest.fixture
+def fork(tmp_path):
+    """A copy of this working tree (tracked and untracked files, not ignored ones): a forker's checkout, which the
+    test may add files to without touching the project's own tree."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    root = tmp_path / "fork"
+    for rel in filter(None, files):
+        if os.path.isfile(os.path.join(ROOT, rel)):
+            os.makedirs(root / os.path.dirname(rel), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, rel), root / rel)
+    return root
+
+
+def in_fork(fork, *args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, *args], cwd=fork, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_a_strategy_added_in_its_own_module_is_listed_validated_scheduled_resumable_swept_and_benchmarked(
+        fork, text_dataset, tmp_path):
+    (fork / "optim_trust.py").write_text(FORKER_MODULE)
+    listed = in_fork(fork, "optim.py", "--list").stdout
+    assert "\ntrust_sgd            extra     momentum SGD" in listed
+    assert "trust_max = 10.0: the largest trust ratio" in in_fork(fork, "optim.py", "--list", "trust_sgd").stdout
+
+    tiny = TINY_TRAIN + [f"--dataset={text_dataset}", "--strategy=trust_sgd"]
+    bad = in_fork(fork, "train.py", *tiny, "--trust_max=-1", "--dry_run", check=False)
+    assert bad.returncode != 0 and "config error: trust_max must be in (0, inf), got -1.0" in bad.stderr
+
+    seen = json.loads(in_fork(fork, "-c", FORKER_CHECKS).stdout)
+    assert [lrs["blocks.0.mlp.up"] for lrs in seen["lrs"]] == seen["lam"]  # λ(t) of schedule='wsd', exactly
+    assert seen["catalogue"][-1] == "trust_sgd"  # after the project's own strategies
+    assert seen["lm"] == dict(learning_rate=seen["lm_lr"]["lars"], weight_decay=0.0, grad_clip=1.0)
+    assert seen["lm"]["learning_rate"] != seen["lm_lr"]["sgd"]  # its own family, not the SGD default
+    assert seen["paper"] == seen["paper_family"]["lars"]
+
+    # 8 updates in one run = 4, then a resume to 8 (schedule 'constant': λ does not depend on max_iters)
+    whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
+    run = tiny + ["--schedule=constant", "--eval_interval=4", "--ckpt_every=0"]
+    in_fork(fork, "train.py", *run, "--max_iters=8", f"--out_dir={whole}")
+    in_fork(fork, "train.py", *run, "--max_iters=4", f"--out_dir={halves}")
+    in_fork(fork, "train.py", *run, "--max_iters=8", f"--out_dir={halves}", "--init_from=resume",
+            "--allow_schedule_change=True")
+    assert train_losses(halves) == train_losses(whole) and len(train_losses(whole)) == 8  # exact floats
+    assert load_checkpoint(halves)["strategy"]["scaled"] == load_checkpoint(whole)["strategy"]["scaled"] > 0
+
+    sweep_out = tmp_path / "sweep"
+    in_fork(fork, "eval/sweep.py", "--strategies", "trust_sgd", "--lrs", "1e-3,1e-2", "--seeds", "1", "--jobs", "2",
+            "--threads", "1", "--out", str(sweep_out), "--no_plots", "--", "--model=llama_nano", "--block_size=32",
+            "--batch_size=4", "--eval_tokens=256", "--dtype=float32", "--warmup_iters=1", f"--dataset={text_dataset}",
+            "--max_iters=2", "--eval_interval=2")
+    runs = json.load(open(sweep_out / "results.json"))["runs"]
+    assert sorted(r["lr"] for r in runs) == [1e-3, 1e-2] and all(r["status"] == "finished" for r in runs)
+
+    bench_out = tmp_path / "bench"
+    in_fork(fork, "eval/strategies.py", "--regimes", "a", "--strategies", "trust_sgd", "--seeds", "0", "--epochs", "1",
+            "--eval_every", "100", "--jobs", "1", "--out", str(bench_out))
+    assert "| trust_sgd | extra |" in (bench_out / "strategies.md").read_text()
+
+
+def test_a_strategy_module_that_fails_to_import_stops_every_tool_with_its_path_and_error(fork):
+    bad = fork / "optim_zz_broken.py"
+    bad.write_text("from optim_core import register\n\n\n@register('zz_broken', 'extra', 'a rule', 'a reference', "
+                   "zz_rate=0.1)\ndef zz_broken(model, cfg):\n    return None\n")
+    proc = in_fork(fork, "optim.py", "--list", check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and f"{bad} failed to import: TypeError: @register('zz_broken'): key 'zz_rate' has " \
+                                    f"no domain" in last

@@ -241,7 +241,7 @@ def test_registered_in_the_layerwise_family():
     for name in NAMES:
         assert name in optim.LAYERWISE_FAMILY and name not in optim.CATALOGUE
         assert optim.STRATEGIES[name].generation == "HT-SR" and optim.STRATEGIES[name].uses_schedule
-        assert es.LM_FAMILY[name] == "adam"
+        assert optim.STRATEGIES[name].lr_family == "adam" and es.lm_hparams(name)["learning_rate"] == es.LM_LR["adam"]
     assert optim.STRATEGIES["tempbalance"].defaults["tb_s1"] == 0.5 and optim.STRATEGIES["alphadecay"].defaults["ad_s1"] == 0.67
 
 

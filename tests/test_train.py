@@ -11,7 +11,9 @@ import time
 import pytest
 import torch
 
+import checkpoint
 import optim
+import preflight
 import train
 from conftest import ROOT
 from data.shakespeare.prepare import write_split
@@ -91,7 +93,7 @@ def test_config_files_apply_in_order_then_overrides(tmp_path):
 def test_accumulation_must_divide_by_world_size():
     c = argparse.Namespace(**{**train.DEFAULTS, "grad_accum": 3})
     with pytest.raises(SystemExit, match="grad_accum=3 is not divisible by the world size 2"):
-        train.check_config(c, world_size=2)
+        preflight.check_config(c, world_size=2)
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def test_out_dir_not_writable(text_dataset, tmp_path):
 
 def test_a_save_interrupted_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     good = dict(model={"w": torch.ones(3)}, config={"max_iters": 1}, iter_num=5)
-    train.save_checkpoint(str(tmp_path), good)
+    checkpoint.save_checkpoint(str(tmp_path), good)
 
     def crash_midway(obj, path):
         with open(path, "wb") as f:
@@ -221,7 +223,7 @@ def test_a_save_interrupted_midway_leaves_the_previous_checkpoint(tmp_path, monk
         raise KeyboardInterrupt
     monkeypatch.setattr(torch, "save", crash_midway)
     with pytest.raises(KeyboardInterrupt):
-        train.save_checkpoint(str(tmp_path), dict(good, iter_num=6))
+        checkpoint.save_checkpoint(str(tmp_path), dict(good, iter_num=6))
     monkeypatch.undo()
     reloaded = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert reloaded["iter_num"] == 5 and torch.equal(reloaded["model"]["w"], torch.ones(3))
