@@ -141,10 +141,43 @@ def model_config(c, vocab):
                      vocab_size=c.vocab_size or 64 * math.ceil(vocab / 64))
     overrides.update({k: getattr(c, k) for k in ("n_layer", "n_head", "n_embd", "ffn_hidden") if getattr(c, k) > 0})
     overrides.update({k: getattr(c, k) for k in optim.PARAMETRIZATION_KEYS})  # optim's keys: it scales the LRs by them
+    overrides.update(scaled_widths(c))
     try:
         return ModelConfig(**{**PRESETS[c.model], **overrides})
     except ValueError as e:  # e.g. n_embd not divisible by n_head
         raise ConfigError(f"model {c.model} with these overrides: {e}") from None
+
+
+def scaled_widths(c):
+    """Under mup and completep, a width override (n_embd other than the preset's) scales the preset's other
+    width-like dimensions with it, as muP's one multiplier m = n_embd/base_width assumes (then the mup package's
+    per-matrix fan-in ratios are m too): n_head at the preset's head dim; ffn_hidden by n_embd/preset n_embd, exactly
+    when that is a whole number, else rounded up to a multiple of 16 (ModelConfig's LLaMA rule) if that moves it by
+    at most 5%. A key set explicitly (> 0) wins; one that cannot scale is refused by name. sp keeps the preset's
+    values, as before, so earlier sp runs with a width override reproduce and resume."""
+    preset, d = PRESETS[c.model], c.n_embd
+    if c.parametrization == "sp" or d <= 0 or d == preset["n_embd"]:
+        return {}
+    d0, out = preset["n_embd"], {}
+    why = f"parametrization={c.parametrization!r} scales {c.model}'s widths by n_embd {d}/{d0}"
+    if c.n_head <= 0:
+        heads, rest = divmod(preset["n_head"] * d, d0)
+        if rest or heads < 1:  # the head dim of the preset does not divide the new width
+            near = min((h for h in range(1, d + 1) if d % h == 0), key=lambda h: abs(h * d0 - preset["n_head"] * d))
+            raise ConfigError(f"{why}, but n_head cannot scale: {preset['n_head']} x {d}/{d0} = "
+                              f"{preset['n_head'] * d / d0:g} heads (head dim {d0 // preset['n_head']} does not divide {d}): "
+                              f"set --n_head (e.g. --n_head={near}), and --base_head_dim if the head dim then differs "
+                              f"from the base model's")
+        out["n_head"] = heads
+    if c.ffn_hidden <= 0 and preset.get("ffn_hidden", 0) > 0:
+        exact = preset["ffn_hidden"] * d / d0
+        ffn = preset["ffn_hidden"] * d // d0 if preset["ffn_hidden"] * d % d0 == 0 else 16 * math.ceil(exact / 16)
+        if abs(ffn - exact) > 0.05 * exact:  # rounding would break the ratio that muP's multipliers assume
+            raise ConfigError(f"{why}, but ffn_hidden cannot scale: {preset['ffn_hidden']} x {d}/{d0} = {exact:.2f} is "
+                              f"not a whole number and a multiple of 16 ({ffn}) is {abs(ffn - exact) / exact:.0%} off: "
+                              f"set --ffn_hidden (e.g. --ffn_hidden={max(1, round(exact))})")
+        out["ffn_hidden"] = ffn
+    return out
 
 
 def preflight(c, data, dev, device_type, use_bf16, ce_path, procs_here=1, dry_run=False):
@@ -159,6 +192,9 @@ def preflight(c, data, dev, device_type, use_bf16, ce_path, procs_here=1, dry_ru
         raise ConfigError(f"block_size={c.block_size} needs {c.block_size + 1} tokens in a row, but the train split of "
                           f"{c.dataset!r} has {longest} at most: set --block_size <= {longest - 1}")
     mcfg = model_config(c, data.vocab_size if data is not None else PRESETS[c.model]["vocab_size"])
+    if dry_run and scaled_widths(c):  # the values the width override chose: the printed config shows 0
+        print(f"# {c.parametrization} width override: " + ", ".join(f"{k}={v}" for k, v in scaled_widths(c).items())
+              + f", scaled from {c.model}'s with n_embd (set them to override)")
     with torch.device("meta"):  # the size without the memory
         n_params = Transformer(mcfg).num_params()[0]
     need, have = memory_needed(mcfg, n_params, c, use_bf16, ce_path), memory_available(dev, device_type, procs_here)

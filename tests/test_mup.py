@@ -2,6 +2,7 @@
 check is flat under mup and not under sp, every group's LR, weight decay and eps follow the hand rule, the rules
 agree with the `mup` package where they overlap, and a missing base shape is one config error."""
 import math
+import re
 import types
 
 import pytest
@@ -187,6 +188,81 @@ def test_rules_agree_with_the_mup_package():
     drawn.infshape = w.infshape
     mup.init.normal_(drawn, std=0.02)
     assert drawn.std().item() == pytest.approx(w.std().item(), rel=0.05)
+
+
+def as_train_py_builds(*args, model="llama_mini"):
+    """(config namespace, config dict, model) of train.py's command line: preset, overrides, model_config."""
+    cfg = train.parse_config([f"--model={model}", "--strategy=uniform", "--learning_rate=1e-2", "--weight_decay=0.1", *args])
+    c = types.SimpleNamespace(**cfg)
+    return c, cfg, Transformer(preflight.model_config(c, 256))
+
+
+@pytest.mark.parametrize("model, proxy, target", [
+    ("llama_mini", ["--n_embd=64", "--n_head=2"], []),      # the issue's proxy: 12 MLP tensors differed
+    ("llama_mini", ["--n_embd=64"], ["--n_embd=256"]),      # both widths by override, n_head scaled too
+    ("llama_135m", ["--n_embd=384"], ["--n_embd=768"]),     # 2048 x 384/768 = 1024 exactly; 12 layers
+    ("gpt_micro", ["--n_embd=32"], ["--n_embd=128"]),       # GPT: tied head, learned positions, 4x MLP
+])
+@pytest.mark.parametrize("parametrization", ["mup", "completep"])  # α = 1: CompleteP's LRs and wd are muP's
+def test_a_proxy_built_as_train_py_builds_it_agrees_with_mup_adamw(model, proxy, target, parametrization):
+    """The muP workflow end to end: the proxy and the target from a preset and overrides exactly as train.py
+    builds them, the strategy as train.py builds it; every tensor's LR and weight decay is MuAdamW's."""
+    mup = pytest.importorskip("mup")
+    keys = [f"--parametrization={parametrization}", f"--base_width={proxy[0].split('=')[1]}", "--base_depth=2"]
+    _, _, base = as_train_py_builds(*keys, *proxy, model=model)
+    c, cfg, net = as_train_py_builds(*keys, *target, model=model)
+    assert net.cfg.n_embd > base.cfg.n_embd  # a real width multiplier, and the MLP scaled with it
+    assert net.cfg.ffn_hidden * base.cfg.n_embd == base.cfg.ffn_hidden * net.cfg.n_embd
+    mup.set_base_shapes(net, base, rescale_params=False, do_assert=False)
+    strat = preflight.build_strategy(c, cfg, net)
+    ours = {id(p): (1e-2 * strat.lr_mults.get(g["name"], 1.0), g["weight_decay"])
+            for g in strat.optimizer.param_groups for p in g["params"]}
+    theirs = mup.MuAdamW([{"params": g["params"], "weight_decay": 0.0 if g["name"] == "rest" else 0.1}
+                          for g in groups.param_groups(net)], lr=1e-2)
+    names = {id(p): n for n, p in net.named_parameters()}
+    differ = [names[id(p)] for g in theirs.param_groups for p in g["params"]
+              if ours[id(p)] != pytest.approx((g["lr"], g["weight_decay"]), rel=1e-9)]
+    assert len(ours) == len(names) and differ == [], differ
+
+
+def test_a_width_override_scales_the_mlp_and_heads_under_mup_only_and_explicit_keys_win():
+    mup = ["--parametrization=mup", "--base_width=256"]
+
+    def shape(*args, model="llama_135m"):
+        m = preflight.model_config(types.SimpleNamespace(**train.parse_config([f"--model={model}", *args])), 256)
+        return m.n_embd, m.n_head, m.ffn_hidden
+    assert shape(*mup) == (768, 12, 2048)                                    # the target: the preset
+    assert shape(*mup, "--n_embd=768") == (768, 12, 2048)                    # the preset's own width: nothing scales
+    assert shape(*mup, "--n_embd=256") == (256, 4, 688)                      # 682.67 rounded up to 16 (llama_tiny's)
+    assert shape(*mup, "--n_embd=256", model="llama_60m") == (256, 4, 504)   # 1512/3 exactly
+    assert shape(*mup, "--n_embd=512", model="llama_mini") == (512, 16, 1408)
+    assert shape(*mup, "--n_embd=128", model="gpt_micro") == (128, 4, 512)
+    assert shape(*mup, "--n_embd=256", "--ffn_hidden=683") == (256, 4, 683)  # explicit keys win
+    assert shape(*mup, "--n_embd=256", "--n_head=2") == (256, 2, 688)
+    assert shape("--parametrization=completep", "--base_width=256", "--base_depth=12", "--n_embd=256") == (256, 4, 688)
+    assert shape("--n_embd=256", "--n_head=4") == (256, 4, 2048)             # sp: the preset's, as always
+
+
+def test_configs_mup_recipe_builds_a_proxy_that_scales():
+    """configs/mup.py's proxy recipe, read from its comment, on both size files that include it."""
+    flags = re.findall(r"--\w+=\d+", open("configs/mup.py").read())
+    assert "--n_embd=256" in flags
+    for name, ffn in (("llama_60m", 504), ("llama_135m", 688)):
+        cfg = train.parse_config([f"configs/{name}_mup.py", *flags])
+        mcfg = preflight.model_config(types.SimpleNamespace(**cfg), 50304)
+        assert (mcfg.n_embd, mcfg.n_head, mcfg.ffn_hidden) == (cfg["base_width"], 4, ffn), name
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--n_embd=96"], r"n_head cannot scale: 12 x 96/768 = 1.5 heads .*: set --n_head \(e.g. --n_head=1\)"),
+    (["--n_embd=32", "--n_head=1"], r"ffn_hidden cannot scale: 2048 x 32/768 = 85.33 .*: set --ffn_hidden \(e.g. --ffn_hidden=85"),
+], ids=["n_head", "ffn_hidden"])
+def test_a_width_that_cannot_scale_is_one_config_error_naming_it(args, key, tmp_path):
+    cfg = train.parse_config(["configs/default.py", "--model=llama_135m", "--parametrization=mup", "--base_width=96",
+                              f"--out_dir={tmp_path / 'run'}", *args])
+    with pytest.raises(SystemExit, match=rf"config error: parametrization='mup' scales llama_135m's widths .*{key}"):
+        train.train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_alpha_agrees_with_the_model():
