@@ -200,7 +200,7 @@ def test_export_tokenizer_encodes_as_nanolr(tmp_path, cfg, tok):
 @pytest.mark.parametrize("cfg,tok", TOK_CASES, ids=["llama-byte", "gpt-gpt2"])
 def test_export_lm_eval_loglikelihood_equals_zeroshot(tmp_path, cfg, tok):
     """lm-eval's HFLM on the export scores as eval/zeroshot.py scores the checkpoint (lm-eval is optional)."""
-    pytest.importorskip("lm_eval")
+    pytest.importorskip("lm_eval.models.huggingface")  # lm-eval[hf]: needs accelerate too
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
     from data.tokenizer import get_tokenizer
