@@ -13,7 +13,7 @@ import spectral
 from groups import decayed_groups
 from optim_core import (BOOL, EPOCH, INF, MUON, POS, REAL, UNIT, Strategy, adamw, check, flag, integer, key,
                         muon_adamw, one_of, quirk, register)
-from schedules import epoch_iters
+from schedules import epoch_iters, warmup_iters_of
 
 LAYERWISE = dict(  # the keys of every layerwise strategy (Muon's too: any of them may run on Muon)
     MUON, wd_follows_lr=key(True, BOOL, "weight decay follows each group's LR (False: lr·wd stays at base_lr·λ(t)·wd)"),
@@ -122,11 +122,12 @@ class Layerwise(Strategy):
         """{name: metric} for every fitted matrix this refit (identical on every rank under DDP)."""
         return self.fit_alphas(**self.fit_args())
 
-    def fit_alphas(self, method, metric, min_evals, xmin_pos, label):
+    def fit_alphas(self, method, metric, min_evals, xmin_pos, label, reference=False):
         """Fit `metric` of every group's matrix; a skipped or non-finite one is left out (it keeps its previous
-        multiplier), with one warning per degenerate matrix (too few eigenvalues is quiet)."""
+        multiplier), with one warning per degenerate matrix (too few eigenvalues is quiet). reference: fix-finger's
+        window as the released code has it (spectral.analyze)."""
         rows = spectral.analyze(self.model, method=method, metrics=(metric,), min_evals=min_evals, xmin_pos=xmin_pos,
-                                filter_zeros=False)
+                                filter_zeros=False, reference=reference)
         values = {}
         for row in rows:
             if row["name"] not in self.kinds:
@@ -187,6 +188,16 @@ class Layerwise(Strategy):
         self.wd_mults = dict(sd.get("wd_mults", self.wd_mults))
 
 
+def released_cosine(t, T, W, f):
+    """λ(t) of the LLR reference code's scheduler: warmup_cosine for t < T, but cyclical with period T, so at
+    t = T it starts over in its warmup, where every cycle after the first reads 1e-7 at its first two steps."""
+    c = t % T
+    if c < W:
+        return 1e-7 if t != c and c < 2 else c / W
+    progress = (c - W) / max(1, T - W)
+    return f + (1 - f) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 LLR_KEYS = dict(
     LAYERWISE,
     llr_s1=key(1.0, POS, "the peak multiplier of the smallest α (heaviest tail)"),
@@ -201,7 +212,8 @@ LLR_KEYS = dict(
     llr_embed_lr=key(-1.0, REAL, "> 0: embedding and head at this LR (llr_embed='fixed'); <= 0: llr_embed decides"),
     llr_metric=key("alpha", one_of(*spectral.METRICS), "the HT-SR metric mapped to peaks (spectral.METRICS)"),
     llr_min_evals=key(50, integer(0), "matrices with fewer eigenvalues are not fitted (they keep their peak)"),
-    llr_drop_late_refits=quirk("no refit after the phase; one whose ramp would outlast it is undone at its end"),
+    llr_drop_late_refits=quirk("the released code's schedule: no refit after the phase, one whose ramp reaches its "
+                               "end is undone there and the cosine lags; fix-finger with its window"),
     llr_normalize=key(False, BOOL, "divide the matrix peaks by their parameter-weighted mean after each refit"),
 )
 
@@ -214,9 +226,11 @@ class LLR(Layerwise):
     group linearly from its current multiplier to new_peak·λ(t + llr_ramp) over llr_ramp updates
     (0: switch at once). Then the peaks are frozen and follow λ(t) to the end.
 
-    llr_drop_late_refits (faithful): no refit after the phase (so llr_ratio = 0 stays uniform), and a refit
-    whose ramp would end after it (t + llr_ramp > llr_ratio·max_iters) runs only until the phase ends; then
-    the peaks of the last refit before it come back (1 if none). llr_normalize: after each refit, all
+    llr_drop_late_refits (faithful): the released code's schedule. No refit after the phase P (so llr_ratio = 0
+    stays uniform); the first ramp is one update shorter; a refit whose ramp does not end before the phase does
+    (t0 + ramp + 1 > P) runs only until the phase ends, then the peaks of the last refit before it come back
+    (1 if none) on a λ that lags by the updates the dropped ramp ran (floor(P) − t0 + 1); λ is the released
+    cyclical cosine (released_cosine); fix-finger uses the released window. llr_normalize: after each refit, all
     matrix peaks (embedding and head included, the rest group not) are divided by their parameter-weighted
     mean, so LLR redistributes the LR instead of raising it (docs/llr.md)."""
 
@@ -234,10 +248,29 @@ class LLR(Layerwise):
             return False
         return self.periodic(t, self.cfg["llr_every"], self.cfg["llr_ratio"] * self.max_iters)
 
+    def base_mult(self, t):
+        if not self.drop_late:
+            return self.lam(t)
+        # the released code: its cosine scheduler is not stepped while a dropped ramp runs, so after the phase it
+        # lags by that many updates; with the default schedule it is the released cyclical cosine
+        c, t = self.cfg, t - self.lag()
+        if c["schedule"] == "cosine" and not c.get("branch"):
+            return released_cosine(t, c["max_iters"], warmup_iters_of(c), c["min_lr_ratio"])
+        return self.lam(t)
+
+    def lag(self):
+        """Updates by which λ lags once dropped refits are undone: those from the first dropped refit to floor(P)."""
+        return math.floor(self.phase_end) - self.late[0] + 1 if self.late and self.kept is None else 0
+
+    def ramp_length(self, t):
+        """llr_ramp; with llr_drop_late_refits the first ramp (from 0) is one update shorter, as released."""
+        length = self.cfg["llr_ramp"]
+        return max(length - 1, 0) if self.drop_late and t == 1 else length
+
     def fit_args(self):
         c = self.cfg
         return dict(method=c["llr_method"], metric=c["llr_metric"], min_evals=c["llr_min_evals"],
-                    xmin_pos=c["llr_xmin_pos"], label="llr")
+                    xmin_pos=c["llr_xmin_pos"], label="llr", reference=self.drop_late)
 
     def new_peaks(self, alphas):
         peaks, rule = dict(self.peaks), self.embed_rule
@@ -263,8 +296,10 @@ class LLR(Layerwise):
     def refit(self, t):
         self.alphas = self.fit()
         start = {n: 0.0 for n in self.names} if t == 1 else dict(self.current)
-        length = self.cfg["llr_ramp"]
-        if self.drop_late and t + length > self.phase_end:
+        length = self.ramp_length(t)
+        # late, as released: the scheduler with the new peaks is made on the update after the ramp, which must still
+        # be in the phase, so a ramp that ends exactly at the phase end is late too
+        if self.drop_late and t + length + 1 > self.phase_end:
             self.kept = dict(self.peaks) if self.kept is None else self.kept  # the last refit that completes
             self.late.append(t)
         self.peaks = self.new_peaks(self.alphas)
