@@ -6,13 +6,20 @@ Throughput benchmarks, each a ratio against a peer measured side by side in the 
     python bench.py configs/llama_135m_llr.py --llr          # LLR's extra wall time over uniform, same config and seed
     python bench.py configs/llama_135m.py --profile          # + the ops that take the train step's time
     python bench.py configs/llama_135m.py --ce               # LM head + loss: plain vs chunked (+ CUDA kernels), time and peak memory
+    python bench.py --gpu_check --out out/gpu_check          # every CUDA path run, every GPU target measured: one report
+    python bench.py --gpu_check --smoke                      # the same checks on a CPU in under a minute (CI)
 
 Config files and --key=value overrides are train.py's; --steps=N timed steps per measurement (10),
 --rounds=R interleaved rounds of the comparison (3). Inputs are random tokens (no dataset
 needed); vocab_size 0 means the preset's. Absolute numbers mean something only on a GPU: the
-output names the device and the date.
+output names the device and the date. --gpu_check runs the checks of GPU_CHECKS below (gpu_check.py: the harness,
+the report and the checks of the training paths) and writes gpu_check.json and gpu_check.md to --out
+(out/gpu_check); docs/performance.md#gpu-check says what each check does and holds.
 """
+import contextlib
 import datetime
+import io
+import os
 import sys
 import time
 import types
@@ -20,10 +27,14 @@ import types
 import torch
 
 import configurator
+import gpu_check
 import optim
 import preflight
+import spectral
 import train
-from model import PRESETS, ModelConfig, Transformer
+from gpu_check import Skip
+from logger import spectral_metric_names, spectral_record
+from model import KERNEL_PACKAGES, PRESETS, ModelConfig, Transformer, _fused_kernel
 
 
 def clock(device_type):
@@ -59,7 +70,8 @@ def time_steps(step, steps, warmup, device_type):
     return (clock(device_type) - t0) / steps
 
 
-BENCH_FLAGS = {"steps": 10, "rounds": 3, "llr": False, "profile": False, "ce": False}  # bench.py's own, not train.py's
+BENCH_FLAGS = {"steps": 10, "rounds": 3, "llr": False, "profile": False, "ce": False,  # bench.py's own, not train.py's
+               "gpu_check": False, "smoke": False, "out": "out/gpu_check"}
 
 
 def bench_flags(argv):
@@ -74,6 +86,10 @@ def bench_flags(argv):
             rest.append(arg)
         elif isinstance(BENCH_FLAGS[key], bool):
             flags[key] = configurator.coerce(key, value if eq else "true", False, from_text=True)
+        elif isinstance(BENCH_FLAGS[key], str):
+            if not value:
+                raise configurator.ConfigError(f"{arg}: expected a directory, e.g. --{key}={BENCH_FLAGS[key]}")
+            flags[key] = value
         else:
             try:
                 flags[key] = int(value)
@@ -85,7 +101,15 @@ def bench_flags(argv):
 
 
 def main(argv):
+    command = " ".join(["python bench.py", *argv])
     flags, argv = bench_flags(argv)
+    if flags["smoke"] and not flags["gpu_check"]:
+        raise configurator.ConfigError("--smoke is the CPU smoke mode of --gpu_check: python bench.py --gpu_check --smoke")
+    if flags["gpu_check"] and any(flags[k] for k in ("llr", "profile", "ce")):
+        raise configurator.ConfigError("--gpu_check runs its own measurements (--llr and --ce among them): drop --llr, "
+                                       "--profile and --ce")
+    if flags["gpu_check"]:
+        return run_gpu_check(flags, argv, command)
     mode_llr, mode_profile, mode_ce, steps, rounds = (flags[k] for k in ("llr", "profile", "ce", "steps", "rounds"))
     cfg = train.parse_config(argv)
     c = types.SimpleNamespace(**cfg)
@@ -105,22 +129,12 @@ def main(argv):
     if mode_ce:
         return bench_ce(model, runner, x, ctx, steps, rounds, device_type)
 
-    def fwd_bwd(m, hf=False):
-        def run():
-            with ctx:
-                loss = m(input_ids=x, labels=x).loss if hf else m(x, x)[1]
-            loss.backward()
-        return run
-
     if mode_llr:
-        return bench_llr(cfg, model, runner, fwd_bwd(runner), steps, device_type, B * T)
+        return bench_llr(cfg, model, runner, fwd_bwd(runner, x, ctx), steps, device_type, B * T)
 
     strategy = optim.build(c.strategy, model, cfg)
 
-    def train_step():
-        fwd_bwd(runner)()
-        strategy.step(0)
-        strategy.zero_grad()
+    train_step = train_step_of(runner, x, ctx, strategy)
     dt = time_steps(train_step, steps, 3, device_type)
     tok_s = B * T / dt
     peak = preflight.peak_flops_of(device_type, c.peak_flops)
@@ -128,23 +142,49 @@ def main(argv):
     print(f"nanoLR {c.model} train step ({c.strategy}): {tok_s:,.0f} tok/s{mfu}")
     if mode_profile:
         profile(train_step, device_type)
-    hf = hf_model(mcfg)
+    hf = versus_hf(mcfg, runner, x, ctx, dev, use_compile, steps, rounds, device_type)
     if hf is None:
         print("fwd+bwd: transformers is not installed; pip install transformers for the comparison")
         return
+    print(f"fwd+bwd nanoLR {hf['ours']:,.0f} tok/s | transformers {hf['kind']} {hf['theirs']:,.0f} tok/s | "
+          f"ratio {hf['ratio']:.2f}x (best of {rounds} interleaved rounds of {steps} steps; "
+          f"per-round ratios {hf['ratios'][0]:.2f}x to {hf['ratios'][-1]:.2f}x)")
+
+
+def fwd_bwd(m, x, ctx, hf=False):
+    """One forward and backward of m on the batch x (inputs and targets alike: the throughput is the same)."""
+    def run():
+        with ctx:
+            loss = m(input_ids=x, labels=x).loss if hf else m(x, x)[1]
+        loss.backward()
+    return run
+
+
+def train_step_of(runner, x, ctx, strategy):
+    def train_step():
+        fwd_bwd(runner, x, ctx)()
+        strategy.step(0)
+        strategy.zero_grad()
+    return train_step
+
+
+def versus_hf(mcfg, runner, x, ctx, dev, use_compile, steps, rounds, device_type):
+    """fwd+bwd tokens/s of nanoLR's runner and of the same network in transformers (compiled alike), interleaved
+    rounds; None without transformers. The best round of each side, their ratio and the per-round ratios."""
+    hf = hf_model(mcfg)
+    if hf is None:
+        return None
     hf = hf.to(dev)
     hf_runner = torch.compile(hf) if use_compile else hf
-    kind = "LlamaForCausalLM" if mcfg.arch == "llama" else "GPT2LMHeadModel"
-    ours_run, theirs_run = fwd_bwd(runner), fwd_bwd(hf_runner, hf=True)
+    ours_run, theirs_run = fwd_bwd(runner, x, ctx), fwd_bwd(hf_runner, x, ctx, hf=True)
     ours_run(), theirs_run()  # warm-up (and compilation) outside the timed rounds
     ours, theirs = [], []
     for _ in range(rounds):   # interleaved, so drift in clocks, temperature or machine load hits both alike
-        ours.append(B * T / time_steps(ours_run, steps, 1, device_type))
-        theirs.append(B * T / time_steps(theirs_run, steps, 1, device_type))
-    ratios = sorted(o / t for o, t in zip(ours, theirs))
-    print(f"fwd+bwd nanoLR {max(ours):,.0f} tok/s | transformers {kind} {max(theirs):,.0f} tok/s | "
-          f"ratio {max(ours) / max(theirs):.2f}x (best of {rounds} interleaved rounds of {steps} steps; "
-          f"per-round ratios {ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
+        ours.append(x.numel() / time_steps(ours_run, steps, 1, device_type))
+        theirs.append(x.numel() / time_steps(theirs_run, steps, 1, device_type))
+    return dict(ours=max(ours), theirs=max(theirs), ratio=max(ours) / max(theirs),
+                ratios=sorted(o / t for o, t in zip(ours, theirs)),
+                kind="LlamaForCausalLM" if mcfg.arch == "llama" else "GPT2LMHeadModel")
 
 
 def peak_bytes(fn, device_type):
@@ -173,33 +213,47 @@ def peak_bytes(fn, device_type):
     return max(n.extra_fields.total_allocated for n in allocs) - (first.total_allocated - first.alloc_size)
 
 
+def head_inputs(n, d, v, device):
+    """Hidden states (n x d) and a head (v x d) that need grads, and n targets: the LM head's inputs at a config's shape."""
+    torch.manual_seed(0)
+    h = torch.randn(n, d, device=device, requires_grad=True)
+    w = (0.02 * torch.randn(v, d, device=device)).requires_grad_()
+    t = torch.randint(0, v, (n,), device=device)
+    t[::50] = -1  # a few ignored targets, as padding would give
+    return h, w, t
+
+
+def head_and_loss(h, w, t, path, ctx):
+    """The mean loss of the LM head on one path: 'off' (logits, then F.cross_entropy), 'chunked' or a CUDA kernel."""
+    import torch.nn.functional as F
+    from model import linear_cross_entropy
+    with ctx:
+        return (F.cross_entropy(F.linear(h, w).float(), t, ignore_index=-1) if path == "off"
+                else linear_cross_entropy(h, w, t, path, ignore_index=-1))
+
+
+def bench_ce_run(h, w, t, path, ctx):
+    """The LM head and the loss on one path, forward and backward: what --ce times."""
+    def run():
+        head_and_loss(h, w, t, path, ctx).backward()
+        h.grad = w.grad = None
+    return run
+
+
 def bench_ce(model, runner, x, ctx, steps, rounds, device_type):
     """The LM head and the loss, forward and backward, on the config's hidden-state shape: the plain path
     (logits, then F.cross_entropy), the chunked pure-PyTorch path and every installed CUDA kernel, timed
     interleaved, each with its peak memory; then a whole train step (fwd+bwd) with each path."""
-    import torch.nn.functional as F
-    from model import ce_chunk_rows, installed_kernels, linear_cross_entropy
+    from model import ce_chunk_rows, installed_kernels
     n, d, v = x.numel(), model.cfg.n_embd, model.cfg.vocab_size
-    torch.manual_seed(0)
-    h = torch.randn(n, d, device=x.device, requires_grad=True)
-    w = (0.02 * torch.randn(v, d, device=x.device)).requires_grad_()
-    t = torch.randint(0, v, (n,), device=x.device)
-    t[::50] = -1  # a few ignored targets, as padding would give
+    h, w, t = head_inputs(n, d, v, x.device)
     paths = ["off", "chunked"] + (installed_kernels() if device_type == "cuda" else [])
     label = {"off": "plain"}
 
-    def head_loss(path):
-        def run():
-            with ctx:
-                loss = (F.cross_entropy(F.linear(h, w).float(), t, ignore_index=-1) if path == "off"
-                        else linear_cross_entropy(h, w, t, path, ignore_index=-1))
-            loss.backward()
-            h.grad = w.grad = None
-        return run
     chunk = ce_chunk_rows(n, d, v)
     print(f"LM head + loss, fwd+bwd: {n:,} rows x {d} -> vocab {v:,}; chunked: {-(-n // chunk)} chunk(s) of {chunk:,} rows"
           f"{'' if device_type == 'cuda' else '; CUDA kernels: not on a CPU'}")
-    runs = {p: head_loss(p) for p in paths}
+    runs = {p: bench_ce_run(h, w, t, p, ctx) for p in paths}
     for run in runs.values():
         run()  # warm-up (and Triton's compilation) outside the timed rounds
     peaks = {p: peak_bytes(run, device_type) for p, run in runs.items()}
@@ -275,6 +329,8 @@ def bench_llr(cfg, model, runner, fwd_bwd, steps, device_type, tokens):
     n_refits = 1 + int(ratio * T) // every
     print(f"step with one micro-batch: uniform {1e3 * uni:.1f} ms, llr {1e3 * per:.1f} ms ({100 * (per / uni - 1):+.2f}%), "
           f"{tokens / uni:,.0f} tok/s | one refit ({len(strategy.alphas)} matrices) {1e3 * refit:.1f} ms")
+    figures = {"step uniform ms": 1e3 * uni, "step llr ms": 1e3 * per, "refit ms": 1e3 * refit,
+               "matrices": len(strategy.alphas), "refits": n_refits}
     shown = set()
     for world in (1, 8):  # one device, and the paper's 8 GPUs
         accum = max(1, cfg["grad_accum"] // world)
@@ -286,6 +342,157 @@ def bench_llr(cfg, model, runner, fwd_bwd, steps, device_type, tokens):
         print(f"projected, {world} device(s), {accum} micro-batch(es) per step, {T} steps, {n_refits} refits "
               f"(llr_every={every}, llr_ratio={ratio}): refits {100 * refits:+.2f}%, "
               f"with the per-step difference {100 * (refits + (per - uni) / step):+.2f}%")
+        figures[f"refits_pct_{world}dev"] = 100 * refits
+    return figures
+
+
+# ----------------------------------------------------------------------------------------------
+# --gpu_check: the measurements against peers and targets (gpu_check.py: the harness and the training-path checks)
+
+
+def run_gpu_check(flags, argv, command):
+    """Every check of GPU_CHECKS, then the report; exit status 1 when one failed."""
+    t0 = time.time()
+    g = gpu_check.settings(argv, flags["smoke"], flags["out"], flags["steps"], flags["rounds"], command)
+    print(f"# {command}\n# {g.device}, {datetime.date.today()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+          f"{g.c.model} {g.c.batch_size}x{g.c.block_size}, {'bf16' if g.use_bf16 else 'fp32'}"
+          f"{', compiled' if g.use_compile else ', eager'}", flush=True)
+    results = gpu_check.run_checks(GPU_CHECKS, g, GPU_TARGETS)
+    report = gpu_check.write_report(g, results, GPU_TARGETS, time.time() - t0)
+    failed = [r["name"] for r in results if r["status"] == "fail"]
+    print(f"gpu check: {len(results) - len(failed)} of {len(results)} passed or skipped, {len(failed)} failed"
+          f"{' (' + ', '.join(failed) + ')' if failed else ''}; {report['wall_s']} s; report in {g.out}/gpu_check.md")
+    if failed:
+        raise SystemExit(1)
+
+
+def shared(g):
+    """The checked model as train.py runs it (compiled on CUDA, its loss path), its batch and the time of a uniform
+    AdamW train step: built once, for the throughput, monitor, LLR and spectral checks."""
+    if "model" not in g.cache:
+        torch.manual_seed(g.c.seed)
+        model = Transformer(g.mcfg).to(g.dev)
+        model.fused_ce = preflight.loss_path(g.c, g.device_type)
+        runner = torch.compile(model) if g.use_compile else model
+        step = train_step_of(runner, g.x, g.ctx, optim.build("uniform", model, g.cfg))
+        step_s = time_steps(step, g.steps, 3, g.device_type)
+        g.cache.update(model=model, runner=runner, step=step, step_s=step_s)
+    return types.SimpleNamespace(**g.cache)
+
+
+def gpu_fused_loss(g, path):
+    """The LM head + loss on one fused path against the plain one, on the config's hidden-state shape: loss and gradient
+    differences (relative), time and peak memory of each, forward and backward."""
+    if path != "chunked" and g.device_type != "cuda":
+        raise Skip("needs CUDA")
+    if path != "chunked" and _fused_kernel(path) is None:
+        raise Skip(f"{KERNEL_PACKAGES[path]} is not installed (pip install {KERNEL_PACKAGES[path]})")
+    h, w, t = head_inputs(g.x.numel(), g.mcfg.n_embd, g.mcfg.vocab_size, g.dev)
+    tol = (1e-3, 2e-2) if g.use_bf16 else (1e-5, 1e-4)  # relative, loss and gradients: bf16 logits round differently
+
+    def run_of(p):
+        def run():
+            loss = head_and_loss(h, w, t, p, g.ctx)
+            loss.backward()
+            out = loss.detach().float(), h.grad.float(), w.grad.float()
+            h.grad = w.grad = None
+            return out
+        return run
+    (l0, gh0, gw0), (l1, gh1, gw1) = run_of("off")(), run_of(path)()
+    rel = lambda a, b: ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+    diffs = {"loss rel diff": abs(l1 - l0).item() / abs(l0).item(), "grad h rel diff": rel(gh1, gh0),
+             "grad w rel diff": rel(gw1, gw0)}
+    del gh0, gw0, gh1, gw1
+    runs = {p: bench_ce_run(h, w, t, p, g.ctx) for p in ("off", path)}
+    peaks = {p: peak_bytes(run, g.device_type) for p, run in runs.items()}
+    times = {p: [] for p in runs}
+    for _ in range(g.rounds):  # interleaved, as bench.py --ce
+        for p, run in runs.items():
+            times[p].append(time_steps(run, g.steps, 1, g.device_type))
+    bad = [f"{k} {v:.2e} > {tol[k != 'loss rel diff']:g}" for k, v in diffs.items() if v > tol[k != "loss rel diff"]]
+    if bad:
+        raise AssertionError(f"{path} vs plain: " + ", ".join(bad))
+    return {**diffs, "ms": 1e3 * min(times[path]), "plain ms": 1e3 * min(times["off"]),
+            "peak MiB": peaks[path] / 2**20, "plain peak MiB": peaks["off"] / 2**20,
+            "shape": f"{g.x.numel()}x{g.mcfg.n_embd} -> {g.mcfg.vocab_size}"}
+
+
+def gpu_throughput(g):
+    """Tokens/s and MFU of a train step (uniform AdamW, one micro-batch), and its peak memory."""
+    s = shared(g)
+    tok_s = g.x.numel() / s.step_s
+    peak = preflight.peak_flops_of(g.device_type, g.c.peak_flops)
+    return {"tok/s": tok_s, "mfu_pct": 100 * s.model.flops_per_token() * tok_s / peak if peak else None,
+            "step ms": 1e3 * s.step_s, "peak MiB": peak_bytes(s.step, g.device_type) / 2**20,
+            "loss path": s.model.fused_ce}
+
+
+def gpu_versus_hf(g):
+    """fwd+bwd tokens/s against Hugging Face transformers on the same network, compiled alike, interleaved rounds."""
+    s = shared(g)
+    hf = versus_hf(g.mcfg, s.runner, g.x, g.ctx, g.dev, g.use_compile, g.steps, g.rounds, g.device_type)
+    if hf is None:
+        raise Skip("transformers is not installed (pip install transformers)")
+    return {"nanoLR tok/s": hf["ours"], f"{hf['kind']} tok/s": hf["theirs"], "vs_hf": hf["ratio"],
+            "per-round ratios": f"{hf['ratios'][0]:.2f}-{hf['ratios'][-1]:.2f}"}
+
+
+def gpu_monitor(g):
+    """The HT-SR monitor's share of a run at spectral_every=100: one monitor call (logger.spectral_record, the metrics
+    train.py logs) over 100 train steps of this config."""
+    s = shared(g)
+    names = spectral_metric_names(g.c.spectral_metrics)
+    spectral_record(s.model, names)  # warm-up: the first call builds the eigenvalue plans
+    calls = []
+    for _ in range(3):
+        t0 = clock(g.device_type)
+        spectral_record(s.model, names)
+        calls.append(clock(g.device_type) - t0)
+    return {"monitor ms": 1e3 * min(calls), "step ms": 1e3 * s.step_s, "monitor_pct": 100 * min(calls) / (100 * s.step_s)}
+
+
+def gpu_llr_refit(g):
+    """One LLR refit and the refits' share of the paper recipe's wall time (configs/llama_135m_llr.py's schedule: its
+    max_iters, llr_every, llr_ratio, grad_accum), on this device's step (bench.py --llr)."""
+    s = shared(g)
+    paper = train.parse_config([os.path.join(gpu_check.ROOT, "configs", "llama_135m_llr.py"), *g.size_args])
+    with contextlib.redirect_stdout(io.StringIO()):  # its lines say what the figures say: one line per check
+        figures = bench_llr(paper, s.model, s.runner, fwd_bwd(s.runner, g.x, g.ctx), g.steps, g.device_type, g.x.numel())
+    figures["llr_refits_pct"] = figures.get("refits_pct_8dev")  # the paper's 8 GPUs: 2 micro-batches per GPU and step
+    return figures
+
+
+def gpu_spectral(g):
+    """spectral.analyze on every matrix of the model, every metric (the median fit LLR uses), after one warm-up call."""
+    s = shared(g)
+    spectral.analyze(s.model)
+    best, timings = float("inf"), {}
+    for _ in range(3):
+        tm = {}
+        t0 = clock(g.device_type)
+        rows = spectral.analyze(s.model, timings=tm)
+        dt = clock(g.device_type) - t0
+        if dt < best:
+            best, timings = dt, tm
+    return {"spectral_ms": 1e3 * best, "matrices": len(rows), "eigenvalues ms": 1e3 * timings.get("eig_s", 0),
+            "fits ms": 1e3 * timings.get("fit_s", 0)}
+
+
+GPU_CHECKS = [  # (name, check) in the order they run; each returns its figures (gpu_check.py has the contract)
+    ("strategies compiled vs eager", gpu_check.strategies),
+    ("fused loss: chunked", lambda g: gpu_fused_loss(g, "chunked")),
+    ("fused loss: liger-kernel", lambda g: gpu_fused_loss(g, "liger")),
+    ("fused loss: cut-cross-entropy", lambda g: gpu_fused_loss(g, "cce")),
+    ("torchrun train + checkpoint + resume", gpu_check.torchrun),
+    ("throughput and MFU", gpu_throughput),
+    ("vs Hugging Face transformers", gpu_versus_hf),
+    ("HT-SR monitor at spectral_every=100", gpu_monitor),
+    ("update-ratio monitor", gpu_check.update_ratio),
+    ("LLR refit", gpu_llr_refit),
+    ("spectral analyze, all matrices", gpu_spectral),
+]
+GPU_TARGETS = {"mfu_pct": (">=", 45), "vs_hf": (">=", 1.3), "spectral_ms": ("<=", 50), "monitor_pct": ("<=", 1.0),
+               "llr_refits_pct": ("<=", 0.3)}  # issue #25's targets on one H100/H200
 
 
 if __name__ == "__main__":

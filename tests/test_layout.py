@@ -23,7 +23,9 @@ ALLOWED = {"model": set(), "spectral": set(), "rules": set(), "groups": set(), "
            "checkpoint": {"configurator", "preflight", "model", "optim", "data"},
            "train": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval"},
            "finetune": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval"},
-           "bench": {"configurator", "preflight", "model", "optim", "groups", "data", "eval", "train", "spectral"}}
+           "gpu_check": {"configurator", "preflight", "model", "optim", "train"},
+           "bench": {"configurator", "preflight", "model", "optim", "groups", "data", "eval", "train", "spectral", "logger",
+                     "gpu_check"}}
 
 
 def project_files():
