@@ -11,7 +11,7 @@ import math
 import torch
 
 import rules
-from groups import decayed_groups, unwrap
+from groups import unwrap
 from schedules import DECAY_SHAPES, SCHEDULES, ConfigError, check, lr_mult_ok, lr_multipliers, schedule
 
 # ----------------------------------------------------------------------------------------------

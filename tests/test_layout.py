@@ -22,7 +22,8 @@ ALLOWED = {"model": set(), "spectral": set(), "rules": set(), "groups": set(), "
            "preflight": {"configurator", "logger", "model", "optim", "spectral", "data"},
            "checkpoint": {"configurator", "preflight", "model", "optim", "data"},
            "train": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval"},
-           "finetune": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval"},
+           "finetune_data": {"configurator", "data", "eval"},
+           "finetune": {"configurator", "preflight", "checkpoint", "logger", "model", "optim", "data", "eval", "finetune_data"},
            "gpu_check": {"configurator", "preflight", "model", "optim", "train"},
            "bench": {"configurator", "preflight", "model", "optim", "groups", "data", "eval", "train", "spectral", "logger",
                      "gpu_check"}}
