@@ -99,7 +99,7 @@ def hub_rows(task, split):
     missing = [f for f in (t["text"], t["pair"], t["label"]) if f and f not in data.column_names]
     if missing:
         raise ConfigError(f"{source} ({split}) has no field {', '.join(missing)} (it has {', '.join(data.column_names)}): "
-                          "the dataset changed; fix TASKS in finetune.py")
+                          "the dataset changed; fix TASKS in finetune_data.py")
     rows = [dict(text=r[t["text"]], pair=r[t["pair"]] if t["pair"] else None, label=int(r[t["label"]])) for r in data]
     return [r for r in rows if 0 <= r["label"] < len(t["labels"])]
 
