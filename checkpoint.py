@@ -1,13 +1,20 @@
 """
-The run directory: ckpt.pt (atomic, optionally kept as ckpt_<iter>.pt branch points), config.json, and what
-a resumed or branched run takes from a checkpoint: its weights, strategy state, RNG and iteration, and the
-config keys it must share (the model, the batches, the LR schedule).
+The run directory: ckpt.pt (atomic, optionally kept as ckpt_<iter>.pt branch points), config.json, the lock that
+keeps it to one process, and what a resumed or branched run takes from a checkpoint: its weights, strategy state,
+RNG and iteration, and the config keys it must share (the model, the batches, the LR schedule). A run stopped by
+a scheduler's signal writes its checkpoint and exits with REQUEUE_EXIT (Preemption).
 """
 import json
 import os
 import random
 import re
 import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import asdict
 
@@ -90,7 +97,8 @@ def write_config(out_dir, cfg):
 
 
 def prepare_out_dir(c):
-    """out_dir must be writable; a fresh run never writes over another run's checkpoint or log."""
+    """out_dir must be writable and not in use by another process; a fresh run never writes over another run's
+    checkpoint or log. Returns the run directory's lock: keep it while the run lives (it is released when dropped)."""
     try:
         os.makedirs(c.out_dir, exist_ok=True)
         probe = os.path.join(c.out_dir, ".write_test")
@@ -105,10 +113,166 @@ def prepare_out_dir(c):
         fix = "a branch starts a new run: choose a fresh --out_dir" if c.init_from != "scratch" else \
             "continue it with --init_from=resume, or choose another --out_dir (or delete that one)"
         raise ConfigError(f"out_dir {c.out_dir!r} already holds a run ({', '.join(held)}): {fix}")
+    lock = RunLock(c.out_dir)  # the checks above only read; from here on the directory is this process's
     if c.init_from != "resume" and os.path.exists(os.path.join(c.out_dir, "metrics.jsonl")):
         print(f"{c.out_dir}: its run stopped before its first checkpoint, so it cannot be resumed; starting over "
               "(its metrics.jsonl is replaced)")
         os.remove(os.path.join(c.out_dir, "metrics.jsonl"))
+    return lock
+
+
+# ----------------------------------------------------------------------------------------------
+# one process per run directory
+
+def process_start(pid):
+    """The start time of a process (clock ticks since boot, /proc), or None: tells a live holder from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def holder_is_gone(holder):
+    """Whether the process that wrote a lock is certainly gone: a dead pid (or one reused since) on this host, this
+    very process (an earlier run in it that raised), or an earlier start of this SLURM job (a requeue: SLURM ends
+    a job's processes before it starts the job again). A holder on another host cannot be checked from here."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and holder.get("slurm_job") == job:
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = holder["pid"]
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    started = holder.get("started")
+    return started is not None and process_start(pid) not in (None, started)
+
+
+def read_lock(path):
+    """The holder a lock file names; None when it is gone or unreadable (both: free to take)."""
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+
+def release_lock(path, pid):
+    """Remove the lock if this process holds it (not a forked child, nor after another process took it over)."""
+    holder = read_lock(path)
+    if os.getpid() == pid and holder is not None and holder["pid"] == pid:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+class RunLock:
+    """out_dir/lock: this process's pid, host, start and SLURM job id, so that two processes never write one run
+    directory at once. It appears complete and at once (a hard link of a written file, which fails if the name
+    exists: atomic like O_CREAT|O_EXCL, also on NFS). Released when the object is dropped (train() returning or
+    raising) or at exit; a kill leaves it behind, and the next run takes it over (holder_is_gone)."""
+
+    def __init__(self, out_dir):
+        self.path = os.path.join(out_dir, "lock")
+        me = dict(pid=os.getpid(), host=socket.gethostname(), started=process_start(os.getpid()),
+                  slurm_job=os.environ.get("SLURM_JOB_ID"), since=time.strftime("%Y-%m-%d %H:%M:%S"))
+        mine = f"{self.path}.{me['pid']}"
+        with open(mine, "w") as f:
+            json.dump(me, f)
+        try:
+            for _ in range(3):  # a stale lock is removed, then taken like a free one
+                try:
+                    os.link(mine, self.path)
+                    break
+                except FileExistsError:
+                    holder = read_lock(self.path)
+                    if holder is not None and not holder_is_gone(holder):
+                        raise ConfigError(f"out_dir {out_dir!r} is in use by process {holder['pid']} on {holder.get('host')} "
+                                          f"(since {holder.get('since')}): wait for that run to end or stop it; if that "
+                                          f"process is gone (its machine went down), delete {self.path}") from None
+                    if holder is not None and holder["pid"] != me["pid"]:
+                        print(f"{out_dir}: process {holder['pid']} on {holder.get('host')}, which held this run directory, "
+                              "is gone: taking over its lock")
+                    try:
+                        os.remove(self.path)
+                    except FileNotFoundError:
+                        pass
+            else:
+                raise ConfigError(f"out_dir {out_dir!r}: could not take its lock {self.path}: other processes keep taking it")
+        finally:
+            os.remove(mine)
+        self.release = weakref.finalize(self, release_lock, self.path, me["pid"])  # also runs at exit
+
+
+# ----------------------------------------------------------------------------------------------
+# preemption: a scheduler's signal stops the run at the end of its update, with a checkpoint
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL: a launcher runs the run again with --init_from=resume (eval/sweep.py, eval/slurm.py)
+PREEMPTED = "preempted:"  # how the line a preempted run prints last starts; launchers look for it under torchrun
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Preemption:
+    """SIGTERM (a scheduler preempting or requeueing the job, a launcher stopping the run), SIGUSR1 (SLURM's warning
+    before the time limit, as eval/slurm.py asks for it) or SIGUSR2 (submitit's) only sets a flag; the loop asks
+    requested() at the end of each update and then writes its checkpoint and calls stop(). Under DDP a signal may
+    reach only some ranks, so every rank takes part in agreeing (a MAX all_reduce of the flag, a sync with the
+    device): every `every` updates, which train.py makes its log steps (at least every 10th). The previous handlers
+    come back when the object is dropped."""
+
+    def __init__(self, device=None, every=1):
+        self.received, self.device, self.every = None, device, max(1, every)
+        if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+            return
+        me = weakref.ref(self)  # the handler must not keep the object alive: dropping it restores the old handlers
+
+        def receive(signum, frame):
+            if me() is not None:
+                me().received = signal.Signals(signum).name
+        previous = {sig: signal.signal(sig, receive) for sig in PREEMPT_SIGNALS}
+        weakref.finalize(self, restore_handlers, previous)
+
+    def requested(self, it):
+        if self.device is None:
+            return self.received is not None
+        if it % self.every:
+            return False
+        flag = torch.tensor(int(self.received is not None), device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def stop(self, it, out_dir, logger=None, lock=None, saved=True):
+        """Exit with REQUEUE_EXIT once the checkpoint of iteration it is written (saved=False: there is none)."""
+        if int(os.environ.get("RANK", 0)) == 0:
+            where = f"ckpt.pt of iter {it} written in {out_dir}; continue with --init_from=resume" if saved else \
+                "no checkpoint is written (write_checkpoints=False): the run starts over"
+            print(f"{PREEMPTED} {self.received or 'a signal on another rank'}: {where}", flush=True)
+        if logger is not None:
+            logger.close()
+        if lock is not None:
+            lock.release()
+        if self.device is None:
+            raise SystemExit(REQUEUE_EXIT)
+        # Under DDP, leave at once: a process group torn down by the interpreter's exit can abort the process
+        # (see the end of train.train), and every rank's part is done.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(REQUEUE_EXIT)
+
+
+def restore_handlers(previous):
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def load_start(c, map_location):

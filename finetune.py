@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 import optim
-from checkpoint import diverged, prepare_out_dir, rng_state, save_checkpoint, schedule_keys, set_rng_state, write_config
+from checkpoint import (Preemption, diverged, prepare_out_dir, rng_state, save_checkpoint, schedule_keys, set_rng_state,
+                        write_config)
 from configurator import ConfigError, parse_config
 from finetune_data import CHOICE_TASKS, TASKS, collate, epoch_order, get_tokenizer, load_rows, split_note, transformers
 from logger import Logger
@@ -285,7 +286,8 @@ def finetune(cfg):
         if not isinstance(start, dict) or not {"model", "strategy", "config", "hf_config"} <= set(start):
             raise ConfigError(f"cannot resume: {path} is not a finetune.py checkpoint (start with --init_from=scratch "
                               "in another out_dir)")
-    prepare_out_dir(c0)
+    run_lock = prepare_out_dir(c0)  # the run directory is this process's until finetune() ends
+    preemption = Preemption()  # SIGTERM/SIGUSR1: a checkpoint, then exit to be requeued
     run = prepare(cfg)
     c, model, strategy = run.c, run.model, run.strategy
     if start is not None:
@@ -329,6 +331,10 @@ def finetune(cfg):
                     history.append(dict(record))
                     checkpoint(it)
             t_last, tokens_since = time.time(), 0
+        if it < c.max_iters and preemption.requested(it):  # after the eval of `it`, as a run resumed at `it` has it
+            with strategy.eval_weights():
+                checkpoint(it)
+            preemption.stop(it, c.out_dir, logger, run_lock, saved=c.write_checkpoints)
         if it == c.max_iters:
             logger.log(record)
             break

@@ -269,7 +269,3 @@ def metrics(run_dir):
             rows.setdefault(r["iter"], {}).update(r)
     return rows
 
-
-def update_ratio(g):
-    """The update-ratio monitor's share of a run, once there is one: train.py logs no update/weight ratio yet."""
-    raise Skip("no update-ratio monitor in train.py yet: nothing to measure")

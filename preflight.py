@@ -57,6 +57,9 @@ def check_config(c, world_size):
     if c.spectral_every < 0:
         raise ConfigError(f"spectral_every must be >= 0 (0: monitor off), got {c.spectral_every}: "
                           "set --spectral_every=0 or a positive interval such as --spectral_every=100")
+    if c.update_every < 0:
+        raise ConfigError(f"update_every must be >= 0 (0: monitor off), got {c.update_every}: "
+                          "set --update_every=0 or a positive interval such as --update_every=10")
     names = spectral_metric_names(c.spectral_metrics)
     if not names or set(names) - set(spectral.METRICS):
         raise ConfigError(f"spectral_metrics={c.spectral_metrics!r}: unknown metric "

@@ -31,11 +31,12 @@ import torch
 
 import configurator
 import optim
-from checkpoint import (check_same_model, continue_config, diverged, load_start, prepare_out_dir, rng_state,
+import scaling
+from checkpoint import (Preemption, check_same_model, continue_config, diverged, load_start, prepare_out_dir, rng_state,
                         save_checkpoint, set_rng_state)
 from data.loader import PREPARE, is_prepared
 from eval.perplexity import evaluate_loss
-from logger import Logger, TimeLeft, eta, spectral_metric_names, spectral_record
+from logger import Logger, TimeLeft, UpdateMonitor, eta, spectral_metric_names, spectral_record
 from model import Transformer
 from preflight import build_strategy, check_config, gib, loss_path, open_data, peak_flops_of, preflight, runtime
 
@@ -55,6 +56,7 @@ ckpt_every = 0                # > 0: also write ckpt.pt every ckpt_every iterati
 keep_ckpts = 0                # > 0: keep each ckpt_every checkpoint as ckpt_<iter>.pt too, the newest keep_ckpts of them
 spectral_every = 0            # > 0: every spectral_every iterations (and at max_iters) log per-matrix HT-SR metrics; 0: off
 spectral_metrics = "alpha"    # comma-separated names of spectral.METRICS that spectral_every logs (docs/htsr.md)
+update_every = 0              # > 0: every update_every iterations log each matrix's ‖ΔW‖/‖W‖ over one update (docs/training.md); 0: off
 seed = 1337
 wandb_log = False             # offline unless an API key is configured; never blocks training
 wandb_project = "nanolr"
@@ -62,6 +64,8 @@ wandb_run_name = ""
 eval_zeroshot = False         # run eval/zeroshot.py on the final model (with eval_zeroshot_limit docs per task)
 eval_zeroshot_limit = 200
 dry_run = False               # print the resolved config and the model size, then exit
+lr_law = ""                   # a law file of eval/lawfit.py: learning_rate = C·N^a·D^b at this run's N and D (scaling.py)
+hparam_rules = ""             # published rules "batch,lr,wd@D_REF" (or "all@D_REF"): scale this config from D_REF tokens (scaling.py)
 # data
 dataset = "shakespeare"       # a directory under data/ (or a path) prepared by its prepare.py
 batch_size = 16               # micro-batch per process
@@ -174,8 +178,9 @@ def train(cfg):
     raw_model = Transformer(mcfg).to(dev)
     raw_model.fused_ce = ce_path  # training's loss; eval passes no targets and gets logits
     strategy = build_strategy(c, cfg, raw_model)
-    if master:  # the first write, once every check has passed
-        prepare_out_dir(c)
+    run_lock = prepare_out_dir(c) if master else None  # the first write, once every check has passed; its lock keeps
+    # the run directory this process's until train() ends
+    preemption = Preemption(dev if ddp else None, min(c.log_interval, 10))  # SIGTERM/SIGUSR1: a checkpoint, then exit
     iter_num, best_val, wandb_id = 0, float("inf"), None
     if start is not None:  # weights, strategy state, RNG and iteration; batches are a function of the iteration
         raw_model.load_state_dict(start["model"])
@@ -231,6 +236,7 @@ def train(cfg):
                         os.path.join(run_dir, "metrics.jsonl") if branched else None)
     start_iter, t_last, tokens_since = iter_num, time.time(), 0  # t_last, tokens_since: the throughput since the last line
     t_run, spectral_s, spectral_names = time.time(), 0.0, spectral_metric_names(c.spectral_metrics)  # the HT-SR monitor
+    update_monitor = UpdateMonitor(raw_model) if c.update_every > 0 else None  # the effective-LR monitor
     time_left = TimeLeft(c, start_iter, tokens_per_iter, use_compile)
 
     # --- the loop: evaluate and checkpoint on schedule, one update, one log line
@@ -261,6 +267,9 @@ def train(cfg):
                 logger.log(dict(iter=it, tokens=it * tokens_per_iter, **record))
             break
 
+        watch_update = c.update_every > 0 and it % c.update_every == 0  # the effective-LR monitor: update it -> it+1
+        if watch_update:
+            update_monitor.snapshot()
         t_update = time.time()
         batches = micro_batches(it)
         loss = optim.update(strategy, it, lambda: forward_backward(batches), reduce=global_mean)
@@ -269,6 +278,9 @@ def train(cfg):
             if device_type == "cuda":
                 torch.cuda.synchronize()
             time_left.first_update_took(time.time() - t_update)
+        if watch_update:
+            record.update(update_monitor.record())
+            t_last += record["update_s"]  # kept out of the throughput figure, as the HT-SR monitor is
 
         if it % c.log_interval == 0 or record:
             train_loss = global_mean(loss).item()
@@ -286,12 +298,19 @@ def train(cfg):
                 record["eta"] = eta(left)
             if master:
                 logger.log(record)
+        if preemption.requested(it):  # every rank: the state after this update, then exit for a requeue
+            with strategy.eval_weights():
+                checkpoint(it + 1)
+            preemption.stop(it + 1, c.out_dir, logger, run_lock)
 
     # --- end: the monitor's share of the run, zero-shot evaluation, the log closed
     if master and c.spectral_every > 0:
         run_s = time.time() - t_run
         print(f"spectral monitor: {spectral_s:.1f} s, {100 * spectral_s / max(run_s, 1e-9):.1f} % of the run "
               f"(spectral_every={c.spectral_every})")
+    if master and c.update_every > 0:
+        share = 100 * update_monitor.seconds / max(time.time() - t_run, 1e-9)
+        print(f"update monitor: {update_monitor.seconds:.3f} s, {share:.2f} % of the run (update_every={c.update_every})")
     summary = {}
     if c.eval_zeroshot and master:
         from data.tokenizer import get_tokenizer
@@ -321,6 +340,7 @@ def train(cfg):
 
 def main(argv):
     config = parse_config(argv)
+    config = scaling.apply(config)  # lr_law and hparam_rules: learning_rate, batch and weight decay from N and D
     if config["dry_run"]:
         dry_run_report(types.SimpleNamespace(**config), config)
     else:

@@ -1,9 +1,10 @@
 """
 The LLR paper's figures for one run, from its metrics.jsonl alone (the per-module peaks and α are the
-last refit record there; ckpt.pt is not read), and the HT-SR monitor's (train.py --spectral_every):
+last refit record there; ckpt.pt is not read), the HT-SR monitor's (train.py --spectral_every) and the
+effective-LR monitor's (train.py --update_every):
 
     python eval/plots.py out/llama_135m_llr           # writes PNGs into the run directory (or --out DIR)
-    python eval/plots.py out/a --compare out/b        # + alpha_compare.png: both runs' monitored α per kind
+    python eval/plots.py out/a --compare out/b        # + alpha_compare.png, update_ratio_compare.png: both runs per kind
     python eval/plots.py out/a --esd embed,blocks.0.mlp.up --at 0,1000,2000   # + esd.png from ckpt_<iter>.pt
 
   peak_lrs.png        per-module peak LR (bars) with the fitted α (line) at the last refit
@@ -13,6 +14,9 @@ last refit record there; ckpt.pt is not read), and the HT-SR monitor's (train.py
   alpha_monitor.png   mean α per module kind over training from the monitor's `spectral` records (when the
                       run has them: --spectral_every > 0 with alpha among --spectral_metrics)
   alpha_compare.png   --compare OTHER_RUN: the same for both runs, this one solid, OTHER_RUN dashed
+  update_ratio.png    the relative update ‖ΔW‖_F/‖W‖_F per module kind over training (log scale), from the
+                      `update_ratio_kind` records (when the run has them: --update_every > 0)
+  update_ratio_compare.png  --compare OTHER_RUN: the same for both runs, this one solid, OTHER_RUN dashed
   esd.png             --esd NAMES: the log-log ESD (eigenvalues of WᵀW, spectral.esd) of each named matrix with
                       the fitted xmin (median rule, as the monitor) marked, from the ckpt_<iter>.pt of each
                       --at ITERS (kept with --ckpt_every and --keep_ckpts) or from ckpt.pt without --at
@@ -51,6 +55,11 @@ def monitor_alpha(records):
         if by_kind:
             series.append((r["iter"], {k: sum(v) / len(v) for k, v in by_kind.items()}))
     return series
+
+
+def monitor_update_ratio(records):
+    """[(iter, {kind: mean ‖ΔW‖/‖W‖})] of the effective-LR monitor's records (train.py --update_every)."""
+    return [(r["iter"], r["update_ratio_kind"]) for r in records if r.get("update_ratio_kind")]
 
 
 def draw_monitor(ax, series, ls="-", label=True):
@@ -148,7 +157,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--out", default=None, help="directory for the PNGs (default: the run directory)")
-    p.add_argument("--compare", metavar="OTHER_RUN", help="alpha_compare.png: this run's and OTHER_RUN's monitored α per kind")
+    p.add_argument("--compare", metavar="OTHER_RUN", help="alpha_compare.png and update_ratio_compare.png: this run's and "
+                                                          "OTHER_RUN's monitored α and update ratio per kind")
     p.add_argument("--esd", metavar="NAMES", help="esd.png: the ESD of these comma-separated matrices (e.g. embed,blocks.0.mlp.up)")
     p.add_argument("--at", metavar="ITERS", type=iters_list, help="--esd from ckpt_<iter>.pt of these iterations (default: ckpt.pt)")
     a = p.parse_args(argv)
@@ -168,12 +178,17 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     refits = [r for r in records if "alpha" in r]
     written = []
-    monitored = monitor_alpha(records)
+    monitored, updates = monitor_alpha(records), monitor_update_ratio(records)
     if a.compare:
-        other = monitor_alpha(read_metrics(a.compare))
-        for run, series in ((a.run_dir, monitored), (a.compare, other)):
-            if not series:
-                raise SystemExit(f"error: --compare: {run} has no monitor records with alpha: train it with --spectral_every > 0")
+        other_records = read_metrics(a.compare)
+        other, other_updates = monitor_alpha(other_records), monitor_update_ratio(other_records)
+        for run, has in ((a.run_dir, monitored or updates), (a.compare, other or other_updates)):
+            if not has:
+                raise SystemExit(f"error: --compare: {run} has no monitor records with alpha or update_ratio: train it "
+                                 "with --spectral_every > 0 or --update_every > 0")
+        if not (monitored and other) and not (updates and other_updates):
+            raise SystemExit(f"error: --compare: {a.run_dir} and {a.compare} have no monitor in common (one logged α, the "
+                             "other the update ratio): train both with the same --spectral_every or --update_every")
     if esd_names:  # checked before anything is drawn: a missing checkpoint or matrix stops the run first
         esd_fig = draw_esd(plt, a.run_dir, esd_names, a.at)
 
@@ -248,17 +263,32 @@ def main(argv=None):
         ax.set(xlabel="iteration", ylabel="PL_Alpha_Hill (mean over the kind)", title=f"monitored α per module kind: {run_name(a.run_dir)}")
         ax.legend()
         written.append(save(fig, out, "alpha_monitor.png"))
+    if updates:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        draw_monitor(ax, updates)
+        ax.set(xlabel="iteration", ylabel="‖ΔW‖/‖W‖ (mean over the kind)", yscale="log",
+               title=f"relative update per module kind: {run_name(a.run_dir)}")
+        ax.legend()
+        written.append(save(fig, out, "update_ratio.png"))
     if a.compare:
         from matplotlib.lines import Line2D
-        fig, ax = plt.subplots(figsize=(7, 4))
-        draw_monitor(ax, monitored, "-")
-        draw_monitor(ax, other, "--", label=False)
-        ax.set(xlabel="iteration", ylabel="PL_Alpha_Hill (mean over the kind)", title="monitored α per module kind")
-        kinds = ax.legend(loc="upper left", fontsize=8)
-        ax.add_artist(kinds)
-        ax.legend([Line2D([], [], color="k", ls=ls) for ls in ("-", "--")], [run_name(a.run_dir), run_name(a.compare)],
-                  loc="upper right", fontsize=8)
-        written.append(save(fig, out, "alpha_compare.png"))
+
+        def compare(mine, theirs, ylabel, title, name, yscale="linear"):
+            """Both runs' series per kind: this run solid, OTHER_RUN dashed."""
+            fig, ax = plt.subplots(figsize=(7, 4))
+            draw_monitor(ax, mine, "-")
+            draw_monitor(ax, theirs, "--", label=False)
+            ax.set(xlabel="iteration", ylabel=ylabel, title=title, yscale=yscale)
+            kinds = ax.legend(loc="upper left", fontsize=8)
+            ax.add_artist(kinds)
+            ax.legend([Line2D([], [], color="k", ls=ls) for ls in ("-", "--")], [run_name(a.run_dir), run_name(a.compare)],
+                      loc="upper right", fontsize=8)
+            written.append(save(fig, out, name))
+        if monitored and other:
+            compare(monitored, other, "PL_Alpha_Hill (mean over the kind)", "monitored α per module kind", "alpha_compare.png")
+        if updates and other_updates:
+            compare(updates, other_updates, "‖ΔW‖/‖W‖ (mean over the kind)", "relative update per module kind",
+                    "update_ratio_compare.png", "log")
     if esd_names:
         written.append(save(esd_fig, out, "esd.png"))
     print("wrote " + ", ".join(written))
