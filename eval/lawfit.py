@@ -535,6 +535,7 @@ def plots(analysis, runs, out_dir):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return []
     A, written = analysis["strategies"], []
@@ -560,6 +561,7 @@ def plots(analysis, runs, out_dir):
                 ax.plot(ns, [predict(law, law["n_range"][0], d) * (n / law["n_range"][0]) ** (law["a"] or 0) for n in ns],
                         "-", color=color[d], lw=1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a decade or two overlap
         ax.set_yscale("log")
         ax.set_xlabel("N (non-embedding parameters)")
         ax.set_title(label, fontsize=9)
@@ -576,6 +578,7 @@ def plots(analysis, runs, out_dir):
             if pts:
                 ax.plot(*zip(*pts), marker=markers[j % len(markers)], color=f"C{k % 10}", label=f"{label}, D {d:.3g}")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a decade or two overlap
     ax.set_xlabel("N (non-embedding parameters)")
     ax.set_ylabel("LR sensitivity")
     ax.set_title(f"mean excess loss over ×/÷{analysis['sensitivity_factor']:g} around η*, capped at the loss at init", fontsize=9)
@@ -595,6 +598,7 @@ def plots(analysis, runs, out_dir):
                                 label=f"D {d:.3g}")
             ax.axhline(0, color="k", lw=0.8, ls=":")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a decade or two overlap
             ax.set_xlabel("N (non-embedding parameters)")
             ax.set_title(f"{label} − {analysis['baseline']}", fontsize=9)
             ax.legend(fontsize=7)

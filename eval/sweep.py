@@ -361,8 +361,9 @@ def ladder_report(runs, cells, labels, baseline, target, a, command, out):
     if not a.no_plots:
         figures = lawfit.plots(law, runs, out)
     laws = lawfit.write_laws(law, out)
+    shown = "\n".join(f"![{os.path.splitext(os.path.basename(f))[0]}]({os.path.basename(f)})" for f in figures)
     report = "\n\n".join([f"# Ladder: {len(cells)} cells × {len(labels)} strategies\n\n`{command}`",
-                           lawfit.markdown(law), "## Law files\n\n" + ("\n".join(f"- {os.path.relpath(p, out)}" for p in laws)
+                           lawfit.markdown(law) + ("\n\n" + shown if shown else ""), "## Law files\n\n" + ("\n".join(f"- {os.path.relpath(p, out)}" for p in laws)
                                                                         or "none: no strategy has a usable fit"),
                            "## Cells\n\n" + "\n".join(links)])
     return analysis, report, figures

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from eval import sweep
+from eval import lawfit, sweep
 from model import ModelConfig, Transformer
 from test_train import text_dataset  # noqa: F401  (fixture)
 
@@ -90,7 +90,7 @@ def test_a_tiny_ladder_end_to_end_then_resumed_after_a_deleted_run(text_dataset,
                     'eval_interval = 4\n')
     argv = ["--strategies", "uniform", "--sizes", "w32,w64", "--tokens", "512,2048", "--lrs", "1e-3:3e-2:3", "--seeds", "1",
             "--jobs", "2", "--threads", "1", "--out", str(out), "--bootstrap", "50", "--no_plots", "--", str(base),
-            "--dtype=float32", f"--dataset={text_dataset}", "--warmup_iters=1"]
+            "--dtype=float32", f"--dataset={text_dataset}", "--warmup_iters=1", "--update_every=1"]
     assert sweep.main(argv) == 0
     results = json.load(open(out / "results.json"))
     runs = results["runs"]
@@ -114,6 +114,9 @@ def test_a_tiny_ladder_end_to_end_then_resumed_after_a_deleted_run(text_dataset,
     assert "# Ladder: 4 cells × 1 strategies" in report and "(w32_512/report.md)" in report
     assert all((out / c / "report.md").exists() for c in by_cell)
     assert set(results["analysis"]["cells"]) == set(by_cell) and "law" in results["analysis"]
+    assert all(r["effective_lr"] > 0 for r in runs)  # the update monitor's mean ‖ΔW‖/‖W‖: the x of --x effective
+    assert lawfit.main([str(out), "--x", "effective", "--bootstrap", "20", "--no_plots"]) in (0, None)
+    assert (out / "law.md").exists()
 
     deleted = out / by_cell["w32_2048"][1]["dir"]
     shutil.rmtree(deleted)

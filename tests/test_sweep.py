@@ -273,3 +273,15 @@ def test_placement_one_run_per_gpu_or_per_gpu_group_under_torchrun(monkeypatch):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert sweep.detect_gpus("auto") == []
+
+
+def test_fine_tuning_is_not_judged_by_its_first_loss_but_pretraining_is(tmp_path):
+    # a classifier's val loss can end above its first while it learns (overconfident on the errors it still makes)
+    rows = [dict(iter=0, val_loss=0.69), dict(iter=28, val_loss=0.71), dict(iter=56, val_loss=0.74, val_acc=0.58)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = dict(dir=str(tmp_path), max_iters=56)
+    assert sweep.outcome(dict(run, script="finetune.py"))["status"] == "finished"
+    pretraining = sweep.outcome(dict(run, script="train.py"))
+    assert pretraining["status"] == "diverged" and "not below its first 0.6900" in pretraining["message"]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(dict(iter=0, val_loss=0.69)) + "\n" + json.dumps(dict(iter=56, val_loss=float("nan"))) + "\n")
+    assert sweep.outcome(dict(run, script="finetune.py"))["status"] == "diverged"  # a non-finite loss is, for both
