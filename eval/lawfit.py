@@ -45,6 +45,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from eval import verdict  # noqa: E402
+from eval.runs import tag_of  # noqa: E402  (a law file is named as the sweep names its strategy's directories)
 
 LAW_FORMAT = "nanolr-lr-law-1"
 SENSITIVITY_FACTOR = 10.0  # the LR range of the sensitivity: [η*/10, 10·η*], two decades around the optimum
@@ -605,11 +606,6 @@ def plots(analysis, runs, out_dir):
         axes[0][0].set_ylabel("gap in loss at the optimum")
         written.append(verdict.save(fig, out_dir, "law_gap.png"))
     return written
-
-
-def tag_of(label):
-    from eval.sweep import tag_of as sweep_tag  # the sweep's directory names; imported here, the sweep imports this file
-    return sweep_tag(label)
 
 
 def write_laws(analysis, out_dir, source=None, command=None):

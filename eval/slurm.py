@@ -7,7 +7,7 @@ the submission, the wait, and what a task does on its node.
     python eval/sweep.py --launcher slurm --slurm_partition gpu --slurm_time 4:00:00 --strategies uniform,llr \
         --lrs 1e-4:1e-2:7 --seeds 3 -- configs/llama_135m.py
 
-A task runs its run as the local launcher does (sweep.Launcher: the script's output in <run>/stdout.txt, the run's
+A task runs its run as the local launcher does (run_dirs.Launcher: the script's output in <run>/stdout.txt, the run's
 state in <run>/sweep.json), from its ckpt.pt when it has one; a run on more than one GPU runs under torchrun. SLURM
 signals the whole job step (SIGUSR1 WARN_S seconds before the time limit; SIGTERM on preemption or `scontrol
 requeue`): train.py writes its checkpoint and exits with checkpoint.REQUEUE_EXIT, and the task requeues its job,
@@ -25,7 +25,7 @@ import time
 
 from tqdm import tqdm
 
-from eval import sweep, verdict
+from eval import runs as run_dirs, verdict  # the run directories' state and the local launcher
 
 WARN_S = 90  # SLURM's SIGUSR1 comes this long before a job's time limit: time to finish a step and write a checkpoint
 POLL_S = 10.0  # seconds between two looks at the queue
@@ -52,14 +52,14 @@ def parse_time(text):
         if len(parts) > 3 or min(parts + [d]) < 0:
             raise ValueError
     except ValueError:
-        raise sweep.SweepError(f"--slurm_time={text!r}: write minutes, H:MM:SS or D-HH:MM:SS (as sbatch --time)") from None
+        raise run_dirs.SweepError(f"--slurm_time={text!r}: write minutes, H:MM:SS or D-HH:MM:SS (as sbatch --time)") from None
     if dash:  # D-H, D-H:M, D-H:M:S
         h, m, s = (parts + [0, 0])[:3]
     else:  # M, M:S, H:M:S
         h, m, s = parts if len(parts) == 3 else [0, *parts, 0][:3]
     minutes = d * 1440 + h * 60 + m + math.ceil(s / 60)
     if minutes < 1:
-        raise sweep.SweepError(f"--slurm_time={text!r}: a job needs at least a minute")
+        raise run_dirs.SweepError(f"--slurm_time={text!r}: a job needs at least a minute")
     return minutes
 
 
@@ -71,9 +71,9 @@ def parse_sbatch(items):
         key, eq, value = item.partition("=")
         key = key.strip().lstrip("-").replace("_", "-")
         if not key:
-            raise sweep.SweepError(f"--slurm_sbatch {item!r}: write an sbatch option as KEY=VALUE (qos=high) or KEY (exclusive)")
+            raise run_dirs.SweepError(f"--slurm_sbatch {item!r}: write an sbatch option as KEY=VALUE (qos=high) or KEY (exclusive)")
         if key in OWN:
-            raise sweep.SweepError(f"--slurm_sbatch {item!r}: the launcher sets --{key} ({OWN[key]})")
+            raise run_dirs.SweepError(f"--slurm_sbatch {item!r}: the launcher sets --{key} ({OWN[key]})")
         extra[key] = value if eq else True
     return extra
 
@@ -86,7 +86,7 @@ def parameters(a, n):
                   gpus_per_node=gpus or None, array_parallelism=min(n, a.slurm_array_parallelism or n),
                   stderr_to_stdout=True,
                   srun_args=["--cpus-per-task", str(cpus)] if cpus else None,  # srun no longer inherits it (SLURM 22.05)
-                  setup=[f"export PYTHONPATH={shlex.quote(sweep.ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}"],  # the task imports eval.slurm
+                  setup=[f"export PYTHONPATH={shlex.quote(run_dirs.ROOT)}${{PYTHONPATH:+:$PYTHONPATH}}"],  # the task imports eval.slurm
                   additional_parameters=dict(signal=f"USR1@{WARN_S}", requeue=True, **parse_sbatch(a.slurm_sbatch)))
     return {k: v for k, v in params.items() if v is not None}
 
@@ -114,16 +114,16 @@ def check_cluster(flags):
     message once, e.g. for a partition that does not exist)."""
     missing = [b for b in ("sbatch", "scontrol", "squeue", "srun") if shutil.which(b) is None]
     if missing:
-        raise sweep.SweepError(f"--launcher slurm: {', '.join(missing)} not on PATH: run the sweep on a machine of the "
+        raise run_dirs.SweepError(f"--launcher slurm: {', '.join(missing)} not on PATH: run the sweep on a machine of the "
                                "SLURM cluster (a login node)")
     ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=120)
     if ping.returncode != 0 or " UP" not in ping.stdout:
         said = " ".join((ping.stdout + ping.stderr).split("\n")[0].split())
-        raise sweep.SweepError(f"no SLURM controller reachable ({said}); nothing was submitted")
+        raise run_dirs.SweepError(f"no SLURM controller reachable ({said}); nothing was submitted")
     test = subprocess.run(["sbatch", "--test-only", *flags, "--wrap=true"], capture_output=True, text=True, timeout=300)
     if test.returncode != 0:
         said = "; ".join(l.strip() for l in (test.stderr + test.stdout).splitlines() if l.strip())
-        raise sweep.SweepError(f"SLURM refuses the jobs' options ({said}); nothing was submitted")
+        raise run_dirs.SweepError(f"SLURM refuses the jobs' options ({said}); nothing was submitted")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def in_queue(state):
 
 
 def read_jobs(out):
-    return sweep.read_json(os.path.join(out, "slurm", "jobs.json")) or {}
+    return run_dirs.read_json(os.path.join(out, "slurm", "jobs.json")) or {}
 
 
 def run_states(runs, out):
@@ -165,7 +165,7 @@ def run_states(runs, out):
 
 def launch(todo, a, out):
     """Submit the runs of todo that no job of an earlier submission still holds, as one array; wait until all their
-    jobs have left the queue, printing each result; set every run's status (as sweep.Launcher would)."""
+    jobs have left the queue, printing each result; set every run's status (as run_dirs.Launcher would)."""
     if not todo:
         return
     jobs = read_jobs(out)
@@ -177,26 +177,26 @@ def launch(todo, a, out):
         try:
             import submitit
         except ImportError:
-            raise sweep.SweepError("--launcher slurm needs the submitit package: pip install submitit") from None
+            raise run_dirs.SweepError("--launcher slurm needs the submitit package: pip install submitit") from None
         params = parameters(a, len(new))
         check_cluster(sbatch_flags(params, len(new)))
         for r in new:  # the directories as the jobs will find them: cleared for a fresh start, their arguments recorded
             os.makedirs(r["dir"], exist_ok=True)
             if r["action"] == "fresh":
-                sweep.clear(r["dir"])
-            record = sweep.read_json(os.path.join(r["dir"], "sweep.json")) or {}
-            sweep.write_json(os.path.join(r["dir"], "sweep.json"), dict(args=r["args"], status="submitted",
+                run_dirs.clear(r["dir"])
+            record = run_dirs.read_json(os.path.join(r["dir"], "sweep.json")) or {}
+            run_dirs.write_json(os.path.join(r["dir"], "sweep.json"), dict(args=r["args"], status="submitted",
                                                                          attempts=record.get("attempts", 0), action=r["action"]))
         executor = submitit.SlurmExecutor(folder=os.path.join(out, "slurm"), max_num_timeout=0)
         executor.update_parameters(**params)
         try:
             submitted = executor.map_array(run_task, new, [a.nproc_per_node] * len(new))
         except Exception as e:  # submitit's errors carry sbatch's message
-            raise sweep.SweepError(f"sbatch failed: {' '.join(str(e).split())}") from None
+            raise run_dirs.SweepError(f"sbatch failed: {' '.join(str(e).split())}") from None
         for r, job in zip(new, submitted):
             jobs[os.path.relpath(r["dir"], out)] = dict(job=job.job_id, log=str(job.paths.stdout))
             held[r["dir"]] = job.job_id
-        sweep.write_json(os.path.join(out, "slurm", "jobs.json"), jobs)
+        run_dirs.write_json(os.path.join(out, "slurm", "jobs.json"), jobs)
         print(f"submitted {len(new)} run{'s' if len(new) > 1 else ''} as job {submitted[0].job_id.split('_')[0]}"
               + (f"; waiting for {len(todo) - len(new)} still in the queue" if len(todo) > len(new) else "")
               + f" (logs in {os.path.relpath(os.path.join(out, 'slurm'))}/)", flush=True)
@@ -215,7 +215,7 @@ def wait(todo, held, jobs, out):
             if states is None:
                 silent += POLL_S
                 if silent > 600:
-                    raise sweep.SweepError("squeue has failed for 10 minutes; the jobs go on: run the same command later to "
+                    raise run_dirs.SweepError("squeue has failed for 10 minutes; the jobs go on: run the same command later to "
                                            "wait for them and write the report")
             else:
                 silent = 0.0
@@ -238,13 +238,13 @@ def wait(todo, held, jobs, out):
 
 def collect(run, job, seconds, k, n, bar):
     """A run whose job has left the queue: its state from its directory; a job that ended without a result fails."""
-    run.update(sweep.outcome(run))
-    record = sweep.read_json(os.path.join(run["dir"], "sweep.json")) or {}
+    run.update(run_dirs.outcome(run))
+    record = run_dirs.read_json(os.path.join(run["dir"], "sweep.json")) or {}
     if run["status"] == verdict.PENDING:  # the task wrote no result: it was cancelled, killed, or could not start
-        why = "it was preempted and SLURM did not requeue it" if record.get("status") == sweep.REQUEUED else \
+        why = "it was preempted and SLURM did not requeue it" if record.get("status") == run_dirs.REQUEUED else \
             "its job ended without a result (cancelled, out of time or memory, or the task could not start)"
         run.update(status=verdict.FAILED, message=why)
-        sweep.write_json(os.path.join(run["dir"], "sweep.json"), dict(record, status=verdict.FAILED, message=why))
+        run_dirs.write_json(os.path.join(run["dir"], "sweep.json"), dict(record, status=verdict.FAILED, message=why))
     run.update(rc=record.get("rc"), seconds=record.get("seconds", seconds), job=job["job"], log=job["log"])
     shown = f"{run['final_val_loss']:.4f}" if run["status"] == verdict.FINISHED else \
         f"{run['status'].upper()}: {run.get('message')} (see {run['dir']}/stdout.txt and {job['log']})"
@@ -266,10 +266,10 @@ def run_task(run, nproc):
     run["action"] = "resume" if os.path.exists(os.path.join(run["dir"], "ckpt.pt")) else "fresh"
     threads = max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", 1)) // nproc)
     slot = dict(gpus=os.environ.get("CUDA_VISIBLE_DEVICES", ""), threads=threads)
-    launcher = sweep.Launcher([slot], nproc, run.get("script", "train.py"))
+    launcher = run_dirs.Launcher([slot], nproc, run.get("script", "train.py"))
     launcher.total = 1
     run = launcher.launch(run, slot)
-    if run["status"] == sweep.REQUEUED:
+    if run["status"] == run_dirs.REQUEUED:
         array = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
         proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
@@ -277,7 +277,7 @@ def run_task(run, nproc):
         print(f"requeued job {job}" if proc.returncode == 0 else
               f"scontrol requeue {job}: {said}" + (" (SLURM is requeueing it already)" if "SIGTERM" in signals else ""),
               flush=True)
-        sys.exit(sweep.REQUEUE_EXIT)  # not a result: submitit runs the task again when the job starts again
+        sys.exit(run_dirs.REQUEUE_EXIT)  # not a result: submitit runs the task again when the job starts again
     if run["status"] == verdict.FAILED:
         sys.exit(1)
     return run["status"]

@@ -113,3 +113,29 @@ def test_dry_run_prints_the_resolved_config_of_composed_files_and_exits():
     assert out == dry("configs/llama_135m_llr.py")
     assert '"llr_every": 100' in out and "# model llama_135m: 162,220,800 parameters" in out
     assert not os.path.exists(os.path.join(ROOT, "out", "llama_135m_llr", "metrics.jsonl"))
+
+
+def test_the_tested_pins_of_requirements_dev_equal_the_lock():
+    lock = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", open(os.path.join(ROOT, "requirements-lock.txt")).read(), re.M))
+    lock = {k.lower(): v for k, v in lock.items()}
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", open(os.path.join(ROOT, "requirements-dev.txt")).read(), re.M)
+    assert pins and all(lock.get(name.lower()) == version for name, version in pins), (pins, lock)
+    unpinned = [l.split()[0] for l in open(os.path.join(ROOT, "requirements-dev.txt"))
+                if l.strip() and not l.startswith(("#", "-r")) and "==" not in l.split("#")[0]]
+    assert not unpinned, f"requirements-dev.txt names {unpinned} without a version"
+
+
+def test_the_modules_of_eval_import_each_other_as_a_tree():
+    """eval/ counts as one unit above; inside it, its modules (sweep, runs, slurm, lawfit, verdict, ...) form a tree too."""
+    edges = {}
+    for path in glob.glob(os.path.join(ROOT, "eval", "*.py")):
+        name = os.path.basename(path)[:-3]
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and node.module == "eval":
+                edges.setdefault(name, set()).update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("eval."):
+                edges.setdefault(name, set()).add(node.module.split(".")[1])
+
+    def reaches(a, b, seen=()):
+        return any(n == b or (n not in seen and reaches(n, b, seen + (n,))) for n in edges.get(a, ()))
+    assert not [m for m in edges if reaches(m, m)], edges

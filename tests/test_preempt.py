@@ -18,7 +18,7 @@ import checkpoint
 import train
 from configurator import ConfigError
 from conftest import ROOT
-from eval import sweep
+from eval import runs, sweep
 from model import load_checkpoint, read_checkpoint_file
 from test_train import losses, run_train, text_dataset  # noqa: F401  (fixture)
 
@@ -222,4 +222,4 @@ def test_stale_locks_are_taken_over_and_others_refused(tmp_path, capsys, monkeyp
 
 
 def test_the_sweep_reads_the_status_and_lock_train_py_writes():
-    assert (sweep.REQUEUE_EXIT, sweep.PREEMPTED) == (checkpoint.REQUEUE_EXIT, checkpoint.PREEMPTED)
+    assert (runs.REQUEUE_EXIT, runs.PREEMPTED) == (checkpoint.REQUEUE_EXIT, checkpoint.PREEMPTED)
