@@ -292,7 +292,8 @@ def calibrate(run, threads, out):
         speeds = sorted(r["tok_per_s"] for r in rows if r["iter"] >= 2 and r.get("tok_per_s"))  # the first updates warm up
         per_token = 1 / speeds[len(speeds) // 2]
         cache[key] = dict(s_per_token=per_token, fixed_s=max(0.0, wall - 8 * run["tokens_per_iter"] * per_token))
-        write_json(cache_path, cache) if os.path.isdir(out) else None
+        if os.path.isdir(out):  # a --plan before the first run: nothing is written
+            write_json(cache_path, cache)
     return cache[key]["s_per_token"], cache[key]["fixed_s"]
 
 
